@@ -1,0 +1,169 @@
+"""SGLangBackend against SGLangDouble, a local test double of SGLang's HTTP server."""
+
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is not a package; works in any import mode
+from sglang_double import SGLangDouble  # noqa: E402
+
+from workers.generation import (  # noqa: E402
+    GenerationBackend,
+    GenerationError,
+    GenerationRequest,
+    SamplingParams,
+    SGLangBackend,
+    make_backend,
+    render_chatml,
+)
+
+KERNEL = "```python\nclass ModelNew(nn.Module):\n    pass\n```"
+SCRIPT = {
+    "Write ReLU": [KERNEL + "\n```\n```python\nclass ModelNew(nn.Module):\n    pass again\n```"],
+    "Write GELU": ["x" * 400],
+    "Write tanh": [KERNEL],
+}
+
+
+@pytest.fixture
+def double():
+    with SGLangDouble(SCRIPT) as d:
+        yield d
+
+
+def _backend(url, **kwargs):
+    return make_backend("sglang", url=url, **{"retries": 3, "backoff_s": 0.0, **kwargs})
+
+
+def _request(task="Write ReLU", rid="run1/p1/s0/t0", **sampling):
+    return GenerationRequest(rid=rid, messages=[{"role": "system", "content": "You write kernels."},
+                                                {"role": "user", "content": task}],
+                             sampling=SamplingParams(**sampling), problem_key="level1/19_ReLU")
+
+
+def test_make_backend_gives_a_generation_backend(double):
+    backend = _backend(double.url, model="Qwen/Qwen3-8B")
+    assert isinstance(backend, SGLangBackend) and isinstance(backend, GenerationBackend)
+    assert backend.name == "sglang" and backend.model == "Qwen/Qwen3-8B"
+    assert backend.served_model_path() == "Qwen/Qwen3-8B"
+
+
+def test_stop_string_cuts_the_text_and_is_named_in_finish_reason(double):
+    result = _backend(double.url).generate(_request())
+    # The model went on to open a second code block; SGLang cuts where "```\n```" begins.
+    assert result.text == "```python\nclass ModelNew(nn.Module):\n    pass\n"
+    assert result.finish_reason == {"type": "stop", "matched": "```\n```"}
+    assert result.backend == "sglang" and result.latency_s > 0
+    assert result.prompt_tokens > 0 and result.completion_tokens == len(result.output_ids) > 0
+    assert result.cached_tokens == 0
+
+
+def test_answer_ending_normally_finishes_on_im_end(double):
+    result = _backend(double.url).generate(_request("Write tanh"))
+    assert result.text == KERNEL
+    assert result.finish_reason == {"type": "stop", "matched": 151645}
+    assert result.output_ids[-1] == 151645
+
+
+def test_length_finish_when_max_new_tokens_is_reached(double):
+    result = _backend(double.url).generate(_request("Write GELU", max_new_tokens=10))
+    assert result.finish_reason == {"type": "length", "length": 10}
+    assert result.truncated and result.completion_tokens == 10
+    assert result.text == "x" * 40  # the double's token is 4 characters
+
+
+def test_server_receives_chatml_prompt_rid_and_full_sampling_params(double):
+    request = _request(seed=11)
+    result = _backend(double.url).generate(request)
+    [body] = double.requests
+    assert body["rid"] == "run1/p1/s0/t0" and body["stream"] is False
+    assert body["text"] == render_chatml(request.messages, enable_thinking=False) == result.prompt_text
+    assert body["text"].startswith("<|im_start|>system\nYou write kernels.<|im_end|>\n")
+    assert body["text"].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    params = body["sampling_params"]
+    assert params["max_new_tokens"] == 8192 and params["repetition_penalty"] == 1.1
+    assert params["stop"] == ["```\n```", "```python\n```python", "\n\n\n\n"]
+    assert (params["temperature"], params["top_p"], params["top_k"], params["sampling_seed"]) == (0.6, 0.95, 20, 11)
+
+
+def test_next_turn_hits_the_prefix_cache(double):
+    backend = _backend(double.url)
+    turn0 = [{"role": "user", "content": "Write tanh"}]
+    answer = backend.generate(GenerationRequest(rid="t0", messages=turn0, sampling=SamplingParams())).text
+    turn1 = turn0 + [{"role": "assistant", "content": answer}, {"role": "user", "content": "Make it faster."}]
+    second = backend.generate(GenerationRequest(rid="t1", messages=turn1, sampling=SamplingParams(), turn_index=1))
+    # Reused up to "<|im_start|>assistant\n" of turn 0: the history is rendered the same way each turn.
+    shared = len("<|im_start|>user\nWrite tanh<|im_end|>\n<|im_start|>assistant\n")
+    assert second.cached_tokens == shared // 4 < second.prompt_tokens
+
+
+def test_5xx_is_retried_then_succeeds(double):
+    double.fail_next = 2
+    result = _backend(double.url, retries=3).generate(_request("Write tanh"))
+    assert result.text == KERNEL
+    assert len(double.requests) == 3  # two 503s, then the answer
+
+
+def test_5xx_that_persists_becomes_generation_error(double):
+    double.fail_next = 10
+    with pytest.raises(GenerationError, match=r"unreachable after 2 attempts: HTTP 503.*injected"):
+        _backend(double.url, retries=2).generate(_request())
+    assert len(double.requests) == 2
+
+
+def test_dead_server_fails_fast_with_clear_message(double):
+    url = double.url
+    double.stop()  # nothing listens on the port any more
+    started = time.monotonic()
+    with pytest.raises(GenerationError, match=rf"SGLang server at {url} unreachable after 3 attempts: ConnectError"):
+        _backend(url, retries=3, backoff_s=0.01).generate(_request())
+    assert time.monotonic() - started < 2
+    assert _backend(url).served_model_path() is None
+
+
+def test_restarted_server_is_reached_again(double):
+    backend = _backend(double.url)
+    double.stop()
+    with pytest.raises(GenerationError):
+        backend.generate(_request("Write tanh"))
+    double.start()
+    assert backend.generate(_request("Write tanh")).text == KERNEL
+
+
+class _ClientWithABug(SGLangBackend):
+    """Skips SamplingParams validation, to provoke SGLang's own 400."""
+
+    def _payload(self, request):
+        payload = super()._payload(request)
+        payload["sampling_params"]["repetition_penalty"] = 2.5
+        return payload
+
+
+def test_4xx_is_not_retried_and_carries_the_server_message(double):
+    backend = _ClientWithABug(double.url, retries=5, backoff_s=0.0)
+    with pytest.raises(GenerationError, match=r"HTTP 400.*repetition_penalty must be in \(0, 2\]"):
+        backend.generate(_request())
+    assert len(double.requests) == 1
+
+
+def test_read_timeout_is_not_retried():
+    with SGLangDouble(SCRIPT, delay_s=0.5) as slow:
+        with pytest.raises(GenerationError, match=r"did not answer /generate within 0.1s"):
+            _backend(slow.url, timeout_s=0.1, retries=3).generate(_request())
+        assert len(slow.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [httpx.Response(200, text="<html>proxy error</html>"), httpx.Response(200, json={"text": "x"}),
+     httpx.Response(200, json=[{"text": "x", "meta_info": {}}]),
+     httpx.Response(200, json={"text": "x", "meta_info": {"finish_reason": None}})],
+)
+def test_malformed_answer_is_a_generation_error(answer):
+    backend = SGLangBackend("http://sglang.invalid:30000", retries=1)
+    backend._client = httpx.Client(base_url=backend.url, transport=httpx.MockTransport(lambda _: answer))
+    with pytest.raises(GenerationError, match="sglang.invalid"):
+        backend.generate(_request())
