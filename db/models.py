@@ -1,0 +1,168 @@
+"""SQLAlchemy 2 models. Table and column names are a public contract: users query them with SQL."""
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONType, list[Any]: JSONType, datetime: DateTime(timezone=True)}
+
+
+class RunStatus(str, enum.Enum):
+    running = "running"
+    completed = "completed"
+    cancelled = "cancelled"
+
+
+class TrajectoryStatus(str, enum.Enum):
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class TurnState(str, enum.Enum):
+    """The turn state machine. Each stage claims a turn by moving it from its waiting state to its
+    working state with a conditional update; `done`, `failed` and `cancelled` are final."""
+
+    pending = "pending"          # waits for generation
+    generating = "generating"
+    generated = "generated"      # waits for cleaning
+    cleaning = "cleaning"
+    cleaned = "cleaned"          # waits for evaluation
+    evaluating = "evaluating"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+FINAL_TURN_STATES = (TurnState.done, TurnState.failed, TurnState.cancelled)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.running.value, index=True)
+    config: Mapped[dict[str, Any]]
+
+    trajectories: Mapped[list[Trajectory]] = relationship(back_populates="run", order_by="Trajectory.id")
+
+
+class Problem(Base):
+    __tablename__ = "problems"
+    __table_args__ = (UniqueConstraint("name", "source_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    level: Mapped[int | None]
+    source: Mapped[str] = mapped_column(Text)
+    source_hash: Mapped[str] = mapped_column(String(64), index=True)
+    origin: Mapped[str | None] = mapped_column(Text)  # the file or JSONL line it was loaded from
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Trajectory(Base):
+    __tablename__ = "trajectories"
+    __table_args__ = (UniqueConstraint("run_id", "problem_id", "sample_index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    problem_id: Mapped[int] = mapped_column(ForeignKey("problems.id"))
+    sample_index: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default=TrajectoryStatus.running.value)
+    return_: Mapped[float | None] = mapped_column("return", Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    run: Mapped[Run] = relationship(back_populates="trajectories")
+    problem: Mapped[Problem] = relationship()
+    turns: Mapped[list[Turn]] = relationship(back_populates="trajectory", order_by="Turn.turn_index")
+
+
+class Turn(Base):
+    __tablename__ = "turns"
+    __table_args__ = (
+        UniqueConstraint("trajectory_id", "turn_index"),
+        Index("ix_turns_state_lease", "state", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trajectory_id: Mapped[int] = mapped_column(ForeignKey("trajectories.id", ondelete="CASCADE"), index=True)
+    turn_index: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16), default=TurnState.pending.value)
+    # Lease bookkeeping: every claim bumps `attempts`; a store is accepted only from the latest claim.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None]
+
+    # generation
+    prompt_messages: Mapped[list[Any] | None]
+    raw_response: Mapped[str | None] = mapped_column(Text)
+    finish_reason: Mapped[dict[str, Any] | None]
+    prompt_tokens: Mapped[int | None]
+    completion_tokens: Mapped[int | None]
+    cached_tokens: Mapped[int | None]
+    generation_meta: Mapped[dict[str, Any] | None]
+
+    # cleaning
+    cleaned_response: Mapped[str | None] = mapped_column(Text)
+    thinking: Mapped[str | None] = mapped_column(Text)
+    code: Mapped[str | None] = mapped_column(Text)
+    degenerate: Mapped[bool | None] = mapped_column(Boolean)
+    severity: Mapped[float | None]
+    repeat_period: Mapped[int | None]
+    repeats: Mapped[int | None]
+    chars_removed: Mapped[int | None]
+    no_code_reason: Mapped[str | None] = mapped_column(Text)
+    cleaning_warnings: Mapped[list[Any] | None]
+
+    # evaluation
+    compiled: Mapped[bool | None] = mapped_column(Boolean)
+    correct: Mapped[bool | None] = mapped_column(Boolean)
+    runtime_ms: Mapped[float | None]
+    baseline_ms: Mapped[float | None]
+    speedup: Mapped[float | None]
+    flags: Mapped[list[Any] | None]
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    evaluation: Mapped[dict[str, Any] | None]  # the full verdict: timings with spread, details, fingerprint
+    feedback: Mapped[str | None] = mapped_column(Text)
+    reward: Mapped[float | None]
+    return_: Mapped[float | None] = mapped_column("return", Float)
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    generated_at: Mapped[datetime | None]
+    cleaned_at: Mapped[datetime | None]
+    evaluated_at: Mapped[datetime | None]
+
+    trajectory: Mapped[Trajectory] = relationship(back_populates="turns")
+
+
+class Baseline(Base):
+    """Reference timings, cached per (problem source hash, device fingerprint key)."""
+
+    __tablename__ = "baselines"
+
+    problem_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    median_ms: Mapped[float]
+    spread_ms: Mapped[float]
+    trials: Mapped[int]
+    fingerprint: Mapped[dict[str, Any]]
+    measured_at: Mapped[datetime] = mapped_column(default=utcnow)

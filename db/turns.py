@@ -1,0 +1,129 @@
+"""Turn queries: claiming, storing each stage's result, failing, and what the reconciler needs.
+
+Every store is conditional on the claim that made it (`state` and `attempts`), so a late or
+duplicate worker whose lease was handed on can never overwrite a newer attempt.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.models import FINAL_TURN_STATES, Trajectory, TrajectoryStatus, Turn, TurnState, utcnow
+
+
+@dataclass(frozen=True)
+class Claim:
+    turn_id: int
+    attempt: int
+    working: TurnState
+
+
+def claim(session: Session, turn_id: int, waiting: TurnState, working: TurnState, worker: str, lease_seconds: float) -> Claim | None:
+    """Move a turn from its waiting to its working state; None when another delivery got there first."""
+    result = session.execute(
+        update(Turn)
+        .where(Turn.id == turn_id, Turn.state == waiting.value)
+        .values(
+            state=working.value,
+            attempts=Turn.attempts + 1,
+            claimed_by=worker,
+            lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
+            updated_at=utcnow(),
+        )
+        .returning(Turn.attempts)
+    ).first()
+    return None if result is None else Claim(turn_id, result[0], working)
+
+
+def store(session: Session, claim: Claim, next_state: TurnState, **values: Any) -> bool:
+    """Store a stage's result and move on, only if `claim` still holds the turn."""
+    result = session.execute(
+        update(Turn)
+        .where(Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt)
+        .values(state=next_state.value, lease_expires_at=None, updated_at=utcnow(), **values)
+    )
+    return result.rowcount == 1
+
+
+def get(session: Session, turn_id: int) -> Turn | None:
+    return session.get(Turn, turn_id)
+
+
+def history(session: Session, trajectory_id: int, before_index: int) -> list[Turn]:
+    """The trajectory's earlier turns, oldest first."""
+    return list(
+        session.scalars(
+            select(Turn).where(Turn.trajectory_id == trajectory_id, Turn.turn_index < before_index).order_by(Turn.turn_index)
+        )
+    )
+
+
+def add_next(session: Session, trajectory_id: int, turn_index: int) -> int:
+    turn = Turn(trajectory_id=trajectory_id, turn_index=turn_index, state=TurnState.pending.value)
+    session.add(turn)
+    session.flush()
+    return turn.id
+
+
+def finish_trajectory(session: Session, trajectory_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> None:
+    """End a trajectory; `returns` maps turn index → discounted return (None for a failed one)."""
+    trajectory = session.get(Trajectory, trajectory_id)
+    trajectory.status = status.value
+    trajectory.finished_at = utcnow()
+    if returns:
+        trajectory.return_ = returns[0]
+        for turn in trajectory.turns:
+            turn.return_ = returns.get(turn.turn_index)
+
+
+def expired_leases(session: Session, now: datetime) -> list[Turn]:
+    working = [TurnState.generating.value, TurnState.cleaning.value, TurnState.evaluating.value]
+    return list(session.scalars(select(Turn).where(Turn.state.in_(working), Turn.lease_expires_at < now).with_for_update()))
+
+
+def waiting_since(session: Session, before: datetime) -> list[Turn]:
+    waiting = [TurnState.pending.value, TurnState.generated.value, TurnState.cleaned.value]
+    return list(session.scalars(select(Turn).where(Turn.state.in_(waiting), Turn.updated_at <= before).order_by(Turn.id)))
+
+
+def release(session: Session, turn: Turn, waiting: TurnState) -> None:
+    """Hand an expired claim back to its waiting state so the stage can be claimed again."""
+    turn.state = waiting.value
+    turn.lease_expires_at = None
+    turn.claimed_by = None
+    turn.updated_at = utcnow()
+
+
+def cancel_open(session: Session, trajectory_ids: list[int]) -> int:
+    result = session.execute(
+        update(Turn)
+        .where(Turn.trajectory_id.in_(trajectory_ids), Turn.state.not_in([s.value for s in FINAL_TURN_STATES]))
+        .values(state=TurnState.cancelled.value, lease_expires_at=None, updated_at=utcnow())
+    )
+    return result.rowcount
+
+
+def with_raw_response(session: Session, run_id: int) -> list[Turn]:
+    return list(
+        session.scalars(
+            select(Turn).join(Trajectory, Trajectory.id == Turn.trajectory_id).where(Trajectory.run_id == run_id, Turn.raw_response.is_not(None)).order_by(Turn.id)
+        )
+    )
+
+
+def update_cleaning(session: Session, turn_id: int, values: dict[str, Any]) -> None:
+    """Replace a turn's cleaning columns (never its raw response)."""
+    session.execute(update(Turn).where(Turn.id == turn_id).values(updated_at=utcnow(), **values))
+
+
+def extend_lease(session: Session, claim: Claim, lease_seconds: float) -> bool:
+    result = session.execute(
+        update(Turn)
+        .where(Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return result.rowcount == 1

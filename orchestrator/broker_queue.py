@@ -1,0 +1,34 @@
+"""What the broker still holds: the turn ids in each stage's queue and in Redis's unacked set.
+
+The reconciler uses it to tell a lost message from one that is merely waiting its turn. Only the
+Redis transport can be inspected; elsewhere the answer is None and age alone decides.
+"""
+from __future__ import annotations
+
+import base64
+import json
+
+from orchestrator.app import app
+from orchestrator.stages import STAGES
+
+UNACKED_KEY = "unacked"
+
+
+def queued_turns() -> set[tuple[str, int]] | None:
+    """(task name, turn id) of every message waiting or delivered-but-unacknowledged, or None."""
+    if not app.conf.broker_url.startswith(("redis://", "rediss://")):
+        return None
+    with app.connection_for_read() as connection:
+        client = connection.default_channel.client
+        raw = [m for stage in STAGES for m in client.lrange(stage.queue, 0, -1)]
+        raw += [json.loads(value)[0] for value in client.hvals(UNACKED_KEY)]
+    return {entry for entry in (_decode(m) for m in raw) if entry is not None}
+
+
+def _decode(message) -> tuple[str, int] | None:
+    try:
+        envelope = json.loads(message) if isinstance(message, (str, bytes)) else message
+        body = json.loads(base64.b64decode(envelope["body"]))
+        return envelope["headers"]["task"], int(body[0][0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None

@@ -1,0 +1,384 @@
+"""The `kturn` command line (Typer + Rich)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from orchestrator.problems import BUNDLED_DIR, ProblemError, load_problems
+from orchestrator.settings import get_settings
+
+app = typer.Typer(help="kturn: multi-turn LLM kernel-generation rollouts.", no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+errors = Console(stderr=True)
+
+DEMO_ANSWERS = Path(__file__).with_name("data") / "demo_answers.jsonl"
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+class Backend(str, Enum):
+    cuda = "cuda"
+    triton = "triton"
+    cpp = "cpp"
+
+
+class Device(str, Enum):
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+class Generator(str, Enum):
+    sglang = "sglang"
+    replay = "replay"
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
+
+
+def database_url(migrate_embedded: bool = True) -> str:
+    """The database URL, checked to be at the newest schema (the embedded SQLite migrates itself)."""
+    from db.migrate import is_current, upgrade
+
+    settings = get_settings()
+    url = settings.sqlalchemy_url
+    if settings.database_url is None and migrate_embedded:
+        upgrade(url)
+    elif not is_current(url):
+        raise fail("the database schema is not current: run `kturn db upgrade` first")
+    return url
+
+
+def check_backend(backend: Backend, device: Device) -> None:
+    if backend is Backend.cuda and device is not Device.cuda:
+        raise fail("--backend cuda needs --device cuda")
+    if backend is Backend.cpp and device is not Device.cpu:
+        raise fail("--backend cpp runs on the CPU: use --device cpu")
+
+
+# ---------------------------------------------------------------- run and its watchers
+
+
+@app.command()
+def run(
+    problems: Annotated[list[Path], typer.Argument(help="KernelBench directories (levelN/ID_Name.py), slime JSONL files, or problem files.")],
+    samples: Annotated[int, typer.Option(min=1, help="Trajectories per problem.")] = 1,
+    turns: Annotated[int, typer.Option(min=1, help="Turns per trajectory at most.")] = 3,
+    backend: Annotated[Backend, typer.Option(help="Kernel language the model is asked for.")] = Backend.cuda,
+    device: Annotated[Device, typer.Option(help="Where candidates are evaluated.")] = Device.cuda,
+    generator: Annotated[Generator, typer.Option(help="sglang: a live server; replay: recorded answers.")] = Generator.sglang,
+    url: Annotated[Optional[str], typer.Option(help="SGLang server URL (or router).")] = None,
+    model: Annotated[str, typer.Option(help="Model name, stored with the run.")] = "Qwen/Qwen3-8B",
+    replay: Annotated[Optional[Path], typer.Option(help="JSONL of recorded answers for --generator replay.", exists=True, dir_okay=False)] = None,
+    level: Annotated[Optional[list[int]], typer.Option(help="Only these KernelBench levels (repeatable).")] = None,
+    ids: Annotated[Optional[list[int]], typer.Option("--id", help="Only these problem ids (repeatable).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling.")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="Top-k sampling.")] = None,
+    repetition_penalty: Annotated[Optional[float], typer.Option(help="Default 1.1: the fix for token loops.")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Default 8192 (SGLang's own default is 128).")] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(help="Stop sequences, replacing the defaults (repeatable).")] = None,
+    thinking: Annotated[bool, typer.Option("--thinking/--no-thinking", help="Qwen3 reasoning on or off.")] = False,
+    gamma: Annotated[Optional[float], typer.Option(help="Discount of the return over turns (default 0.4).")] = None,
+    early_stop: Annotated[Optional[float], typer.Option(help="End a trajectory once a turn's reward reaches this (default 1.3).")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds each correctness and timing phase may run.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Show progress and return when the run ends.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Start a run: one trajectory per problem and sample, turn 0 of each enqueued for generation."""
+    check_backend(backend, device)
+    from orchestrator.run_config import RunConfig
+
+    overrides = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty, "max_new_tokens": max_new_tokens, "stop": stop}
+    try:
+        config = RunConfig(
+            model=model, generator=generator.value, url=url, replay_path=str(replay.resolve()) if replay else None, enable_thinking=thinking,
+            samples=samples, max_turns=turns, **({"gamma": gamma} if gamma is not None else {}),
+            **({"early_stop_reward": early_stop} if early_stop is not None else {}),
+        )
+        config.sampling.update({k: v for k, v in overrides.items() if v is not None})
+        config.evaluation.update(backend=backend.value, device=device.value, **({"run_timeout_s": timeout} if timeout else {}))
+        config = RunConfig.model_validate(config.model_dump())
+        loaded = load_problems(problems, level or (), ids or ())
+    except (ValidationError, ValueError) as error:
+        raise fail(_readable(error)) from None
+    start_and_follow(config, loaded, wait, json_output)
+
+
+def _readable(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors())
+    return str(error)
+
+
+def start_and_follow(config, loaded, wait: bool, json_output: bool) -> None:
+    from orchestrator.planning import start_run
+
+    url = database_url()
+    run_id = start_run(config, loaded)
+    if not json_output:
+        console.print(f"run [bold]{run_id}[/]: {len(loaded)} problem(s) × {config.samples} sample(s), up to {config.max_turns} turn(s)")
+    if get_settings().embedded:
+        follow_embedded(url, run_id, quiet=json_output)
+    elif wait:
+        follow_cluster(url, run_id, quiet=json_output)
+    if json_output:
+        print_json({"run": run_id, **({"turns": status_rows(url, run_id)} if wait or get_settings().embedded else {})})
+    elif wait or get_settings().embedded:
+        show_status(url, run_id)
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(TextColumn("trajectories"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=errors, disable=quiet)
+
+
+def follow_embedded(url: str, run_id: int, quiet: bool) -> None:
+    from orchestrator import embedded
+
+    with _progress(quiet) as progress:
+        bar = progress.add_task("run", total=run_progress(url, run_id)[1])
+        embedded.run_until(lambda: run_finished(url, run_id), on_task=lambda: progress.update(bar, completed=run_progress(url, run_id)[0]))
+
+
+def follow_cluster(url: str, run_id: int, quiet: bool, poll_s: float = 1.0) -> None:
+    with _progress(quiet) as progress:
+        bar = progress.add_task("run", total=run_progress(url, run_id)[1])
+        while not run_finished(url, run_id):
+            progress.update(bar, completed=run_progress(url, run_id)[0])
+            time.sleep(poll_s)
+        progress.update(bar, completed=run_progress(url, run_id)[0])
+
+
+def run_progress(url: str, run_id: int) -> tuple[int, int]:
+    from db import runs as run_queries
+    from db.session import session_scope
+
+    with session_scope(url) as session:
+        return run_queries.progress(session, run_id)
+
+
+def run_finished(url: str, run_id: int) -> bool:
+    from db import runs as run_queries
+    from db.session import session_scope
+
+    with session_scope(url) as session:
+        return run_queries.get(session, run_id).status != "running"
+
+
+def status_rows(url: str, run_id: int) -> list[dict[str, Any]]:
+    from db import runs as run_queries
+    from db.session import session_scope
+    from orchestrator.status_view import turn_row
+
+    with session_scope(url) as session:
+        return [turn_row(*row) for row in run_queries.turn_rows(session, run_id)]
+
+
+def show_status(url: str, run_id: int) -> None:
+    from db import runs as run_queries
+    from db.session import session_scope
+    from orchestrator.status_view import turns_table
+
+    with session_scope(url) as session:
+        run_row = run_queries.get(session, run_id)
+    console.print(turns_table(run_row, status_rows(url, run_id)))
+
+
+def existing_run(url: str, run_id: int):
+    from db import runs as run_queries
+    from db.session import session_scope
+
+    with session_scope(url) as session:
+        found = run_queries.get(session, run_id)
+    if found is None:
+        raise fail(f"no run {run_id}")
+    return found
+
+
+@app.command()
+def status(run_id: Annotated[int, typer.Argument(metavar="RUN")], json_output: JsonFlag = False) -> None:
+    """Per-turn table of a run."""
+    url = database_url()
+    found = existing_run(url, run_id)
+    if json_output:
+        print_json({"run": run_id, "status": found.status, "config": found.config, "turns": status_rows(url, run_id)})
+    else:
+        show_status(url, run_id)
+
+
+@app.command()
+def runs(limit: Annotated[int, typer.Option(min=1)] = 20, json_output: JsonFlag = False) -> None:
+    """The newest runs."""
+    from db import runs as run_queries
+    from db.session import session_scope
+    from orchestrator.status_view import run_row, runs_table
+
+    with session_scope(database_url()) as session:
+        rows = [run_row(*row) for row in run_queries.recent(session, limit)]
+    print_json(rows) if json_output else console.print(runs_table(rows))
+
+
+@app.command()
+def cancel(run_id: Annotated[int, typer.Argument(metavar="RUN")]) -> None:
+    """Cancel a run: its open trajectories and turns end as cancelled; queued messages become no-ops."""
+    from db import runs as run_queries
+    from db.session import session_scope
+
+    url = database_url()
+    existing_run(url, run_id)
+    with session_scope(url) as session:
+        cancelled = run_queries.cancel(session, run_id)
+    console.print(f"run {run_id} cancelled ({cancelled} open turn(s))")
+
+
+@app.command()
+def reconcile(
+    older_than: Annotated[float, typer.Option(min=0, help="Seconds a waiting turn may go unseen in the broker before it counts as lost.")] = 60.0,
+    every: Annotated[Optional[float], typer.Option(min=1, help="Keep reconciling, every this many seconds.")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Re-enqueue turns whose lease expired or whose message was lost (a wiped Redis included)."""
+    from orchestrator.reconciler import reconcile as run_reconcile
+
+    database_url()
+    while True:
+        report = run_reconcile(older_than)
+        if json_output:
+            print_json({"expired": report.expired, "requeued": report.requeued, "failed": report.failed})
+        else:
+            console.print(f"{len(report.expired)} expired lease(s), {len(report.requeued)} turn(s) re-enqueued, {len(report.failed)} failed")
+        if every is None:
+            return
+        time.sleep(every)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Create or migrate the schema to the newest revision."""
+    from db.migrate import upgrade
+
+    upgrade(get_settings().sqlalchemy_url, revision)
+    console.print(f"database at {revision}")
+
+
+@app.command()
+def demo() -> None:
+    """A real 3-turn run on the bundled CPU problems with recorded answers (no servers, no GPU)."""
+    from orchestrator.run_config import RunConfig
+
+    config = RunConfig(generator="replay", replay_path=str(DEMO_ANSWERS), max_turns=3, early_stop_reward=None)
+    config.evaluation.update(backend="cpp", device="cpu")
+    start_and_follow(RunConfig.model_validate(config.model_dump()), load_problems([BUNDLED_DIR]), wait=True, json_output=False)
+
+
+# ---------------------------------------------------------------- the stage cores, standalone
+
+
+@app.command()
+def clean(
+    files: Annotated[Optional[list[Path]], typer.Argument(help="Raw answers; standard input without FILE.")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Clean raw model answers: repetition cut, reasoning split, code extracted. One JSON line per file."""
+    from workers.cleaning import clean_response
+
+    sources = [(str(f), _read(f)) for f in files] if files else [("-", sys.stdin.read())]
+    for name, text in sources:
+        result = clean_response(text)
+        row = {"file": name, "degenerate": result.degenerate, "severity": result.severity, "truncated_at": result.truncated_at,
+               "cleaned": result.cleaned, "thinking": result.thinking, "code": result.code, "warnings": result.warnings}
+        if json_output:
+            print_json(row)
+        else:
+            console.print(f"[bold]{name}[/]: degenerate={result.degenerate} severity={result.severity:.2f} truncated_at={result.truncated_at} code={'yes' if result.code else 'no'}")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise fail(f"{path}: cannot be read ({error})") from None
+
+
+@app.command("eval")
+def eval_command(
+    problem: Annotated[Path, typer.Option(help="The reference program (KernelBench format).")],
+    solution: Annotated[Path, typer.Option(help="The candidate defining ModelNew.")],
+    device: Annotated[Device, typer.Option()] = Device.cpu,
+    backend: Annotated[Optional[Backend], typer.Option(help="Default: cpp on cpu, cuda on cuda.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds each correctness and timing phase may run (compilation has its own, longer limit).")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Evaluate one solution against its reference in the sandbox. Exit 0 whenever a verdict was produced."""
+    from orchestrator.feedback import evaluation_feedback
+    from orchestrator.problems import ProblemError, load_file
+    from orchestrator.rewards import RewardWeights, verdict_reward
+    from workers.evaluation import EvalSettings, evaluate
+
+    chosen = backend or (Backend.cpp if device is Device.cpu else Backend.cuda)
+    check_backend(chosen, device)
+    try:
+        reference = load_file(problem)
+    except ProblemError as error:
+        raise fail(str(error)) from None
+    settings = EvalSettings(backend=chosen.value, device=device.value, **({"run_timeout_s": timeout} if timeout else {}))
+    verdict = evaluate(reference.source, _read(solution), settings).as_dict()
+    reward = verdict_reward(verdict, RewardWeights())
+    out = {
+        "compiled": verdict["compiled"], "correct": verdict["correct"],
+        "runtime_ms": (verdict["runtime"] or {}).get("median_ms"), "baseline_ms": (verdict["baseline"] or {}).get("median_ms"),
+        "speedup": verdict["speedup"], "reward": reward, "flags": verdict["flags"], "error": verdict["error"],
+        "feedback": evaluation_feedback(verdict, reward, 2000),
+    }
+    if json_output:
+        print_json(out)
+    else:
+        for key, value in out.items():
+            console.print(f"[bold]{key}[/]: {value}", highlight=False)
+
+
+@app.command()
+def reclean(run_id: Annotated[int, typer.Argument(metavar="RUN")], dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only; store nothing.")] = False, json_output: JsonFlag = False) -> None:
+    """Re-apply the current cleaner to a run's stored raw answers (never regenerating, never touching them)."""
+    from db import turns as turn_queries
+    from db.session import session_scope
+    from orchestrator.run_config import RunConfig
+    from workers.cleaning import clean_response
+    from workers.cleaning.tasks import cleaning_columns
+
+    url = database_url()
+    settings = RunConfig.model_validate(existing_run(url, run_id).config).cleaning_settings()
+    changed = []
+    with session_scope(url) as session:
+        stored = turn_queries.with_raw_response(session, run_id)
+        for turn in stored:
+            result = clean_response(turn.raw_response, settings)
+            if result.code != turn.code or result.degenerate != turn.degenerate:
+                changed.append({"turn_id": turn.id, "turn": turn.turn_index, "code_changed": result.code != turn.code, "degenerate": [turn.degenerate, result.degenerate]})
+            if not dry_run:
+                turn_queries.update_cleaning(session, turn.id, cleaning_columns(result))
+    if json_output:
+        print_json({"run": run_id, "turns": len(stored), "changed": changed, "stored": not dry_run})
+    else:
+        console.print(f"{len(stored)} turn(s) re-cleaned, {len(changed)} changed" + (" (dry run: nothing stored)" if dry_run else ""))
+        for row in changed:
+            console.print(f"  turn id {row['turn_id']} (turn {row['turn']}): code changed={row['code_changed']}, degenerate {row['degenerate'][0]} → {row['degenerate'][1]}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,133 @@
+"""How a stage runs a turn: claim, load what it needs, work outside any transaction, store, move on.
+
+The stage tasks (`workers/*/tasks.py`) supply only the work; everything about the state machine
+lives here and in `db/turns.py`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from db import runs as run_queries
+from db import turns as turn_queries
+from db.models import TrajectoryStatus, TurnState, utcnow
+from db.session import session_scope
+from orchestrator.heartbeat import LeaseHeartbeat
+from orchestrator.problems import ProblemSpec
+from orchestrator.prompts import PastTurn
+from orchestrator.queues import enqueue
+from orchestrator.rewards import discounted_returns
+from orchestrator.run_config import RunConfig
+from orchestrator.settings import get_settings
+from orchestrator.stages import CLEAN, EVALUATE, GENERATE, Stage
+
+log = logging.getLogger("kturn.pipeline")
+
+STAGE_TIMESTAMP = {GENERATE.name: "generated_at", CLEAN.name: "cleaned_at", EVALUATE.name: "evaluated_at"}
+NEXT_STAGE = {GENERATE.name: CLEAN, CLEAN.name: EVALUATE}
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    turn_id: int
+    turn_index: int
+    trajectory_id: int
+    run_id: int
+    sample_index: int
+    config: RunConfig
+    problem: ProblemSpec
+    history: list[PastTurn]
+    earlier_rewards: list[float]
+    raw_response: str | None
+    code: str | None
+    degenerate: bool | None
+    no_code_reason: str | None
+
+
+@dataclass
+class Outcome:
+    """What a stage's work produced: the columns to store, or why the turn failed."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    failure: str | None = None
+    reward: float | None = None
+
+
+Work = Callable[[TurnContext], Outcome]
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def load_context(session, turn_id: int) -> TurnContext:
+    turn = turn_queries.get(session, turn_id)
+    trajectory = turn.trajectory
+    problem = trajectory.problem
+    earlier = turn_queries.history(session, trajectory.id, turn.turn_index)
+    return TurnContext(
+        turn_id=turn.id,
+        turn_index=turn.turn_index,
+        trajectory_id=trajectory.id,
+        run_id=trajectory.run_id,
+        sample_index=trajectory.sample_index,
+        config=RunConfig.model_validate(trajectory.run.config),
+        problem=ProblemSpec(name=problem.name, level=problem.level, source=problem.source, origin=problem.origin or ""),
+        history=[PastTurn(answer=t.cleaned_response or "", feedback=t.feedback or "") for t in earlier],
+        earlier_rewards=[t.reward or 0.0 for t in earlier],
+        raw_response=turn.raw_response,
+        code=turn.code,
+        degenerate=turn.degenerate,
+        no_code_reason=turn.no_code_reason,
+    )
+
+
+def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
+    settings = get_settings()
+    url = settings.sqlalchemy_url
+    with session_scope(url) as session:
+        claim = turn_queries.claim(session, turn_id, stage.waiting, stage.working, worker_name(), settings.lease_seconds)
+        context = load_context(session, turn_id) if claim else None
+    if claim is None:
+        log.info("turn %s: not waiting for %s (a duplicate or late delivery); nothing to do", turn_id, stage.name)
+        return
+    with LeaseHeartbeat(url, claim, settings.lease_seconds):
+        outcome = work(context)
+    follow_up: list[tuple[Stage, int]] = []
+    with session_scope(url) as session:
+        if outcome.failure is not None:
+            stored = turn_queries.store(session, claim, TurnState.failed, error=outcome.failure, **outcome.values)
+            if stored:
+                end_trajectory(session, context.trajectory_id, context.run_id, TrajectoryStatus.failed, None)
+        else:
+            stored = turn_queries.store(session, claim, stage.done, **{STAGE_TIMESTAMP[stage.name]: utcnow()}, **outcome.values)
+            if stored and stage is EVALUATE:
+                follow_up = _advance(session, context, outcome.reward or 0.0)
+            elif stored:
+                follow_up = [(NEXT_STAGE[stage.name], turn_id)]
+    if not stored:
+        log.warning("turn %s: claim for %s was handed on before the work finished; result dropped", turn_id, stage.name)
+    for next_stage, next_turn in follow_up:
+        enqueue(next_stage, next_turn)
+
+
+def _advance(session, context: TurnContext, reward: float) -> list[tuple[Stage, int]]:
+    """After an evaluation: the next turn (pending, to generate), or the end of the trajectory."""
+    config = context.config
+    early_stop = config.early_stop_reward is not None and reward >= config.early_stop_reward
+    if context.turn_index + 1 < config.max_turns and not early_stop:
+        return [(GENERATE, turn_queries.add_next(session, context.trajectory_id, context.turn_index + 1))]
+    rewards = context.earlier_rewards + [reward]
+    returns = dict(enumerate(discounted_returns(rewards, config.gamma)))
+    end_trajectory(session, context.trajectory_id, context.run_id, TrajectoryStatus.completed, returns)
+    return []
+
+
+def end_trajectory(session, trajectory_id: int, run_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> None:
+    turn_queries.finish_trajectory(session, trajectory_id, status, returns)
+    if run_queries.complete_if_finished(session, run_id):
+        log.info("run %s completed", run_id)

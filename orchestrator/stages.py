@@ -1,0 +1,30 @@
+"""The three stages of a turn: their queue, task name, and the states they claim from and to."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from db.models import TurnState
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    waiting: TurnState
+    working: TurnState
+    done: TurnState
+
+    @property
+    def queue(self) -> str:
+        return self.name
+
+    @property
+    def task_name(self) -> str:
+        return f"kturn.{self.name}"
+
+
+GENERATE = Stage("generate", TurnState.pending, TurnState.generating, TurnState.generated)
+CLEAN = Stage("clean", TurnState.generated, TurnState.cleaning, TurnState.cleaned)
+EVALUATE = Stage("evaluate", TurnState.cleaned, TurnState.evaluating, TurnState.done)
+STAGES = (GENERATE, CLEAN, EVALUATE)
+BY_WORKING_STATE = {stage.working.value: stage for stage in STAGES}
+BY_WAITING_STATE = {stage.waiting.value: stage for stage in STAGES}

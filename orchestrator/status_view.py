@@ -1,0 +1,78 @@
+"""Run and turn rows for people (Rich tables) and for machines (`--json`)."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from db.models import Problem, Run, Trajectory, Turn
+from orchestrator.problems import ProblemSpec
+
+
+def turn_row(trajectory: Trajectory, problem: Problem, turn: Turn) -> dict[str, Any]:
+    return {
+        "problem": ProblemSpec(problem.name, problem.level, "", "").key,
+        "sample": trajectory.sample_index,
+        "turn": turn.turn_index,
+        "turn_id": turn.id,
+        "state": turn.state,
+        "attempts": turn.attempts,
+        "finish_reason": (turn.finish_reason or {}).get("type"),
+        "degenerate": turn.degenerate,
+        "has_code": turn.code is not None if turn.cleaned_at else None,
+        "compiled": turn.compiled,
+        "correct": turn.correct,
+        "runtime_ms": turn.runtime_ms,
+        "baseline_ms": turn.baseline_ms,
+        "speedup": turn.speedup,
+        "flags": turn.flags,
+        "reward": turn.reward,
+        "return": turn.return_,
+        "trajectory_status": trajectory.status,
+        "error": turn.error,
+    }
+
+
+def run_row(run: Run, trajectories: int, finished: int) -> dict[str, Any]:
+    config = run.config
+    return {
+        "run": run.id,
+        "status": run.status,
+        "created_at": run.created_at.isoformat(),
+        "generator": config.get("generator"),
+        "model": config.get("model"),
+        "backend": config.get("evaluation", {}).get("backend"),
+        "trajectories": trajectories,
+        "finished": finished,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def turns_table(run: Run, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"run {run.id} · {run.status}")
+    columns = ["problem", "sample", "turn", "state", "finish_reason", "degenerate", "has_code", "compiled", "correct", "speedup", "reward", "return"]
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    table.add_column("error", overflow="ellipsis", max_width=40, no_wrap=True)
+    for row in rows:
+        error = (row["error"] or "").splitlines()[0] if row["error"] else "-"
+        table.add_row(*[_fmt(row[c]) for c in columns], error)
+    return table
+
+
+def runs_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="runs")
+    for column in ("run", "status", "created_at", "generator", "model", "backend", "trajectories", "finished"):
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        table.add_row(*[_fmt(v) for v in row.values()])
+    return table
