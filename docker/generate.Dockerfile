@@ -1,0 +1,7 @@
+# The generate role: lives next to an SGLang server (see compose.yaml); it only makes HTTP calls.
+FROM python:3.11-slim
+WORKDIR /opt/kturn
+COPY . .
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch \
+ && pip install --no-cache-dir -e .
+CMD ["celery", "-A", "orchestrator.app", "worker", "-Q", "generate", "-c", "16"]
