@@ -1,0 +1,133 @@
+"""A real kturn cluster for integration tests: Celery workers (one per queue), the SGLang test
+double and Flower as separate processes, talking to the real Postgres and Redis."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def http_json(url: str, body: dict | None = None, timeout: float = 10):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+class Cluster:
+    def __init__(self, workdir: Path, database_url: str, redis_url: str, lease_seconds: float = 6.0):
+        self.workdir = workdir
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "KTURN_HOME": str(workdir / "home"),
+            "KTURN_LEASE_SECONDS": str(lease_seconds),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.double_url: str | None = None
+
+    # -- processes
+
+    def _spawn(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "w")
+        process = subprocess.Popen(args, cwd=ROOT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text()
+
+    def start_double(self, script: dict) -> str:
+        script_path = self.workdir / "sglang_script.json"
+        script_path.write_text(json.dumps(script))
+        port = free_port()
+        self._spawn("sglang_double", [sys.executable, str(ROOT / "tests" / "sglang_double.py"), "--port", str(port), "--script", str(script_path)])
+        self.double_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: "ready" in self.log("sglang_double"), 30, "the SGLang double")
+        return self.double_url
+
+    def double_requests(self) -> list[dict]:
+        return http_json(f"{self.double_url}/_double/requests")
+
+    def start_worker(self, queue: str) -> str:
+        name = f"{queue}-{uuid.uuid4().hex[:6]}"
+        self._spawn(name, [sys.executable, "-m", "celery", "-A", "orchestrator.app", "worker", "-Q", queue, "-c", "1",
+                           "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-l", "info"])
+        wait_for(lambda: "ready." in self.log(name), 60, f"the {queue} worker")
+        return name
+
+    def start_flower(self) -> str:
+        port = free_port()
+        env = {**self.env, "FLOWER_UNAUTHENTICATED_API": "true"}
+        self._spawn("flower", [sys.executable, "-m", "celery", "-A", "orchestrator.app", "flower", f"--port={port}", "--address=127.0.0.1"], env=env)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(url + "/healthcheck"), 60, "Flower")
+        return url
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes.pop(name)
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            process = self.processes[name]
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.processes.pop(name)
+
+    # -- the CLI, as a user runs it
+
+    def kturn(self, *args: str, timeout: float = 600, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(Path(sys.executable).with_name("kturn")), *args], cwd=ROOT, env={**self.env, **(env or {})},
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kturn {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def kturn_json(self, *args: str, **kwargs):
+        return json.loads(self.kturn(*args, "--json", **kwargs).stdout.strip().splitlines()[-1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -1,0 +1,71 @@
+"""The turn state machine on the real Postgres: claims are exclusive, stale workers cannot store."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from db import runs as run_queries
+from db import turns as turn_queries
+from db.migrate import upgrade
+from db.models import Turn, TurnState
+from db.session import session_scope
+from orchestrator.settings import to_sqlalchemy_url
+
+pytestmark = pytest.mark.integration
+
+PROBLEM = run_queries.NewProblem("1_ReLU", 1, "source", "0" * 64, None)
+
+
+@pytest.fixture(scope="module")
+def url(postgres_url):
+    sqlalchemy_url = to_sqlalchemy_url(postgres_url)
+    upgrade(sqlalchemy_url)
+    return sqlalchemy_url
+
+
+@pytest.fixture
+def turn_id(url):
+    with session_scope(url) as session:
+        _, [turn_id] = run_queries.create(session, {"test": True}, [PROBLEM], samples=1)
+    return turn_id
+
+
+def test_second_delivery_cannot_claim(url, turn_id):
+    with session_scope(url) as session:
+        first = turn_queries.claim(session, turn_id, TurnState.pending, TurnState.generating, "w1", 60)
+    with session_scope(url) as session:
+        second = turn_queries.claim(session, turn_id, TurnState.pending, TurnState.generating, "w2", 60)
+    assert first is not None and first.attempt == 1
+    assert second is None
+
+
+def test_store_needs_the_latest_claim(url, turn_id):
+    with session_scope(url) as session:
+        stale = turn_queries.claim(session, turn_id, TurnState.pending, TurnState.generating, "w1", 60)
+    with session_scope(url) as session:
+        turn_queries.release(session, session.get(Turn, turn_id), TurnState.pending)  # what the reconciler does
+    with session_scope(url) as session:
+        fresh = turn_queries.claim(session, turn_id, TurnState.pending, TurnState.generating, "w2", 60)
+    with session_scope(url) as session:
+        assert not turn_queries.store(session, stale, TurnState.generated, raw_response="late")
+        assert turn_queries.store(session, fresh, TurnState.generated, raw_response="fresh")
+    with session_scope(url) as session:
+        turn = session.get(Turn, turn_id)
+        assert (turn.state, turn.raw_response, turn.attempts) == ("generated", "fresh", 2)
+
+
+def test_turn_index_is_unique_per_trajectory(url, turn_id):
+    from sqlalchemy.exc import IntegrityError
+
+    with session_scope(url) as session:
+        trajectory_id = session.scalar(select(Turn.trajectory_id).where(Turn.id == turn_id))
+    with pytest.raises(IntegrityError), session_scope(url) as session:
+        turn_queries.add_next(session, trajectory_id, 0)
+
+
+def test_run_creation_is_one_transaction(url):
+    with pytest.raises(RuntimeError), session_scope(url) as session:
+        run_id, _ = run_queries.create(session, {"test": "rollback"}, [PROBLEM], samples=2)
+        raise RuntimeError("crash before commit")
+    with session_scope(url) as session:
+        assert run_queries.get(session, run_id) is None

@@ -1,0 +1,208 @@
+"""The whole pipeline on real parts: Postgres, Redis, one Celery worker process per queue, Flower,
+and the SGLang test double standing in for the model server."""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from orchestrator.problems import BUNDLED_DIR
+from orchestrator.settings import to_sqlalchemy_url
+from tests.cluster import Cluster, http_json, wait_for
+
+pytestmark = pytest.mark.integration
+
+DEMO = {(a["problem"], a["turn"]): a["text"] for a in map(json.loads, (BUNDLED_DIR.parent / "demo_answers.jsonl").read_text().splitlines())}
+LOOPING = "I will write a custom C++ kernel for ReLU.\n" + "Let me think about the best approach.\n" * 300
+FENCE_TAIL = "\n```\n```\n```\n```\n"
+
+# The double picks the answer whose key is the longest one found in the prompt: the problem's
+# source selects turn 0, the feedback stored from the previous turn selects the later ones.
+SCRIPT = {
+    "torch.relu(x)": [LOOPING],
+    "began repeating itself": [DEMO[("level1/1_ReLU", 1)]],
+    "Your previous answer failed to compile": [DEMO[("level1/1_ReLU", 2)]],
+    "a * self.alpha + b": [DEMO[("level1/2_Scaled_Add", 0)]],
+    "compiled but is incorrect": [DEMO[("level1/2_Scaled_Add", 1)] + FENCE_TAIL],
+    "Your previous answer is correct": [DEMO[("level1/2_Scaled_Add", 2)]],
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, postgres_url, redis_url):
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), postgres_url, redis_url)
+    try:
+        cluster.start_double(SCRIPT)
+        cluster.kturn("db", "upgrade")
+        for queue in ("generate", "clean", "evaluate"):
+            cluster.start_worker(queue)
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
+@pytest.fixture(scope="module")
+def db(postgres_url):
+    engine = create_engine(to_sqlalchemy_url(postgres_url))
+    yield engine
+    engine.dispose()
+
+
+def rows(engine, sql: str, **params) -> list[dict]:
+    with engine.connect() as connection:
+        return [dict(r._mapping) for r in connection.execute(text(sql), params)]
+
+
+def run_args(cluster: Cluster, samples: int, turns: int, *extra: str) -> list[str]:
+    return ["run", str(BUNDLED_DIR), "--samples", str(samples), "--turns", str(turns), "--backend", "cpp", "--device", "cpu",
+            "--generator", "sglang", "--url", cluster.double_url, "--early-stop", "100", *extra]
+
+
+def turns_of(engine, run_id: int) -> list[dict]:
+    return rows(engine, """
+        SELECT p.name AS problem, tr.sample_index, tr.status AS trajectory_status, tr."return" AS trajectory_return, t.*
+        FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id JOIN problems p ON p.id = tr.problem_id
+        WHERE tr.run_id = :run ORDER BY p.name, tr.sample_index, t.turn_index""", run=run_id)
+
+
+@pytest.fixture(scope="module")
+def finished_run(cluster):
+    started = time.monotonic()
+    result = cluster.kturn_json(*run_args(cluster, samples=2, turns=3), "--wait", timeout=900)
+    return result["run"], time.monotonic() - started
+
+
+def test_every_turn_is_stored_once_and_done(finished_run, db):
+    run_id, wall = finished_run
+    print(f"2 problems x 2 samples x 3 turns: {wall:.1f} s")
+    turns = turns_of(db, run_id)
+    keys = Counter((t["problem"], t["sample_index"], t["turn_index"]) for t in turns)
+    assert sorted(keys) == sorted((p, s, k) for p in ("1_ReLU", "2_Scaled_Add") for s in (0, 1) for k in range(3))
+    assert set(keys.values()) == {1}
+    assert {t["state"] for t in turns} == {"done"}
+    assert rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id) == [{"status": "completed"}]
+    assert all(t["generated_at"] and t["cleaned_at"] and t["evaluated_at"] for t in turns)
+
+
+def test_stage_results_are_stored(finished_run, db):
+    by_key = {(t["problem"], t["sample_index"], t["turn_index"]): t for t in turns_of(db, finished_run[0])}
+    for sample in (0, 1):
+        looping, broken, fixed = (by_key[("1_ReLU", sample, k)] for k in range(3))
+        assert looping["degenerate"] is True and looping["code"] is None and looping["reward"] == 0.0
+        assert looping["repeats"] >= 100 and looping["chars_removed"] > 0
+        assert broken["compiled"] is False and broken["error_kind"] == "compile_error" and "zero" in broken["error"]
+        assert fixed["correct"] is True and fixed["thinking"] and "<think>" not in fixed["cleaned_response"]
+        wrong, right, again = (by_key[("2_Scaled_Add", sample, k)] for k in range(3))
+        assert wrong["compiled"] is True and wrong["correct"] is False and wrong["evaluation"]["details"]["max_abs_diff"] > 0
+        assert right["correct"] is True and right["runtime_ms"] > 0 and right["baseline_ms"] > 0
+        assert right["finish_reason"] == {"type": "stop", "matched": "```\n```"}
+        assert again["correct"] is True
+
+
+def test_next_prompt_is_built_from_stored_feedback(finished_run, db):
+    turns = turns_of(db, finished_run[0])
+    by_key = {(t["problem"], t["sample_index"], t["turn_index"]): t for t in turns}
+    for (problem, sample, k), turn in by_key.items():
+        if k == 0:
+            continue
+        previous = by_key[(problem, sample, k - 1)]
+        messages = turn["prompt_messages"]
+        assert messages[-1] == {"role": "user", "content": previous["feedback"]}
+        assert messages[-2] == {"role": "assistant", "content": previous["cleaned_response"]}
+        assert len(messages) == 2 + 2 * k
+    assert "repeating itself" in by_key[("1_ReLU", 0, 0)]["feedback"]
+    assert "failed to compile" in by_key[("1_ReLU", 0, 1)]["feedback"]
+
+
+def test_returns_are_discounted_rewards(finished_run, db):
+    turns = turns_of(db, finished_run[0])
+    for key in {(t["problem"], t["sample_index"]) for t in turns}:
+        trajectory = [t for t in turns if (t["problem"], t["sample_index"]) == key]
+        rewards = [t["reward"] for t in trajectory]
+        expected = rewards[0] + 0.4 * rewards[1] + 0.16 * rewards[2]
+        assert trajectory[0]["return"] == pytest.approx(expected)
+        assert trajectory[0]["trajectory_return"] == pytest.approx(expected)
+        assert trajectory[0]["trajectory_status"] == "completed"
+
+
+def test_server_received_the_run_sampling_parameters(finished_run, cluster):
+    received = [r for r in cluster.double_requests() if "kturn-turn-" in str(r.get("rid"))]
+    assert len(received) >= 12
+    for body in received:
+        params = body["sampling_params"]
+        assert params["repetition_penalty"] == 1.1 and params["max_new_tokens"] == 8192
+        assert params["stop"] == ["```\n```", "```python\n```python", "\n\n\n\n"]
+        assert params["temperature"] == 0.6 and params["top_p"] == 0.95 and params["top_k"] == 20
+        assert body["text"].startswith("<|im_start|>system\n") and body["text"].endswith("<think>\n\n</think>\n\n")
+
+
+def test_status_command_shows_the_run(finished_run, cluster):
+    run_id = finished_run[0]
+    status = cluster.kturn_json("status", str(run_id))
+    assert status["status"] == "completed" and len(status["turns"]) == 12
+    assert str(run_id) in cluster.kturn("runs").stdout
+    assert "done" in cluster.kturn("status", str(run_id)).stdout
+
+
+def test_flower_sees_workers_per_queue_and_the_run_tasks(finished_run, cluster, db):
+    url = cluster.start_flower()
+    workers = wait_for(lambda: _workers_with_queues(url), 60, "Flower to list the workers")
+    assert {"generate", "clean", "evaluate"} <= set(workers.values())
+    turn_ids = {t["id"] for t in turns_of(db, finished_run[0])}
+    # Flower learns tasks from events: run a small new run while it watches.
+    cluster.kturn(*run_args(cluster, samples=1, turns=1), "--id", "2", "--wait")
+    tasks = wait_for(lambda: [t for t in http_json(f"{url}/api/tasks").values() if t.get("name", "").startswith("kturn.")], 60, "Flower to see tasks")
+    assert {"kturn.generate", "kturn.clean", "kturn.evaluate"} <= {t["name"] for t in tasks}
+    assert all(t["state"] == "SUCCESS" for t in tasks)
+    assert not {int(t["args"].strip("[]()")) for t in tasks} & turn_ids  # the new run's turns, seen live
+
+
+def _workers_with_queues(url: str) -> dict[str, str]:
+    workers = http_json(f"{url}/api/workers?refresh=1", timeout=30)
+    return {name: q["name"] for name, info in workers.items() for q in (info.get("active_queues") or [])}
+
+
+def test_sigkilled_worker_loses_and_duplicates_nothing(cluster, db):
+    run_id = cluster.kturn_json(*run_args(cluster, samples=2, turns=2), "--id", "1")["run"]
+    victim = next(name for name in cluster.processes if name.startswith("evaluate-"))
+    evaluating = wait_for(lambda: rows(db, """SELECT t.id FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id
+                                              WHERE tr.run_id = :run AND t.state = 'evaluating'""", run=run_id), 300, "a turn under evaluation", 0.05)
+    cluster.kill(victim)
+    killed_turn = evaluating[0]["id"]
+    cluster.start_worker("evaluate")
+    def finished():
+        cluster.kturn("reconcile", "--older-than", "5")
+        return rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id)[0]["status"] == "completed"
+    wait_for(finished, 300, "the run to complete after the kill", interval=2)
+    turns = turns_of(db, run_id)
+    keys = Counter((t["sample_index"], t["turn_index"]) for t in turns)
+    assert keys == Counter({(s, k): 1 for s in (0, 1) for k in (0, 1)})
+    assert {t["state"] for t in turns} == {"done"}
+    assert next(t for t in turns if t["id"] == killed_turn)["attempts"] >= 2
+
+
+def test_lost_messages_are_recovered_by_reconcile(cluster, db, redis_url):
+    # Enqueue into a Redis db no worker listens on: to the workers, every message is lost.
+    elsewhere = redis_url.rsplit("/", 1)[0] + "/14"
+    run_id = cluster.kturn_json(*run_args(cluster, samples=1, turns=1), "--id", "2", env={"REDIS_URL": elsewhere})["run"]
+    import redis
+
+    redis.Redis.from_url(elsewhere).flushdb()
+    time.sleep(1)
+    assert rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id)[0]["status"] == "running"
+    report = cluster.kturn_json("reconcile", "--older-than", "0")
+    assert ["generate", rows(db, "SELECT t.id FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id WHERE tr.run_id = :run", run=run_id)[0]["id"]] in report["requeued"]
+    wait_for(lambda: rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id)[0]["status"] == "completed", 300, "the recovered run")
+
+
+def test_dead_server_fails_the_turn_with_a_clear_error(cluster, db):
+    args = run_args(cluster, samples=1, turns=1, "--id", "2")
+    args[args.index("--url") + 1] = "http://127.0.0.1:9"  # nothing listens on the discard port
+    run_id = cluster.kturn_json(*args, "--wait", timeout=300)["run"]
+    [turn] = turns_of(db, run_id)
+    assert turn["state"] == "failed" and "unreachable" in turn["error"] and "127.0.0.1:9" in turn["error"]
+    assert turn["trajectory_status"] == "failed"
+    assert rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id) == [{"status": "completed"}]
