@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from orchestrator.problems import BUNDLED_DIR, ProblemError, load_problems
 from orchestrator.settings import get_settings
 
-app = typer.Typer(help="kturn: multi-turn LLM kernel-generation rollouts.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(help="kturn: multi-turn LLM kernel-generation rollouts.", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()

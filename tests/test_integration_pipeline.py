@@ -206,3 +206,16 @@ def test_dead_server_fails_the_turn_with_a_clear_error(cluster, db):
     assert turn["state"] == "failed" and "unreachable" in turn["error"] and "127.0.0.1:9" in turn["error"]
     assert turn["trajectory_status"] == "failed"
     assert rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id) == [{"status": "completed"}]
+
+
+def test_reclean_reapplies_the_cleaner_without_touching_raw_answers(finished_run, cluster, db):
+    run_id = finished_run[0]
+    [target] = [t for t in turns_of(db, run_id) if (t["problem"], t["sample_index"], t["turn_index"]) == ("1_ReLU", 0, 2)]
+    with db.begin() as connection:  # as if an older cleaner had extracted nothing
+        connection.execute(text("UPDATE turns SET code = NULL, degenerate = TRUE WHERE id = :id"), {"id": target["id"]})
+    report = cluster.kturn_json("reclean", str(run_id))
+    assert report["turns"] == 12
+    assert [c["turn_id"] for c in report["changed"]] == [target["id"]]
+    [after] = [t for t in turns_of(db, run_id) if t["id"] == target["id"]]
+    assert after["code"] == target["code"] and after["degenerate"] is False
+    assert after["raw_response"] == target["raw_response"]
