@@ -17,11 +17,21 @@ def alembic_config(sqlalchemy_url: str) -> Config:
 
 
 def upgrade(sqlalchemy_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(sqlalchemy_url), revision)
+    _run(command.upgrade, sqlalchemy_url, revision)
 
 
 def downgrade(sqlalchemy_url: str, revision: str) -> None:
-    command.downgrade(alembic_config(sqlalchemy_url), revision)
+    _run(command.downgrade, sqlalchemy_url, revision)
+
+
+def _run(alembic_command, sqlalchemy_url: str, revision: str) -> None:
+    """Run on kturn's own engine, which knows how to open the embedded SQLite file."""
+    from db.session import engine_for
+
+    config = alembic_config(sqlalchemy_url)
+    with engine_for(sqlalchemy_url).begin() as connection:
+        config.attributes["connection"] = connection
+        alembic_command(config, revision)
 
 
 def is_current(sqlalchemy_url: str) -> bool:

@@ -19,7 +19,8 @@ from orchestrator.settings import get_settings
 app = typer.Typer(help="kturn: multi-turn LLM kernel-generation rollouts.", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-console = Console()
+# Piped output gets room for the per-turn table instead of the 80 columns Rich assumes.
+console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True)
 
 DEMO_ANSWERS = Path(__file__).with_name("data") / "demo_answers.jsonl"

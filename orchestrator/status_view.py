@@ -57,15 +57,21 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+TURN_COLUMNS = {
+    "problem": "problem", "sample": "s", "turn": "t", "state": "state", "finish_reason": "finish",
+    "degenerate": "degen.", "has_code": "code", "compiled": "built", "correct": "correct",
+    "speedup": "speedup", "reward": "reward", "return": "return",
+}
+
+
 def turns_table(run: Run, rows: list[dict[str, Any]]) -> Table:
     table = Table(title=f"run {run.id} · {run.status}")
-    columns = ["problem", "sample", "turn", "state", "finish_reason", "degenerate", "has_code", "compiled", "correct", "speedup", "reward", "return"]
-    for column in columns:
-        table.add_column(column.replace("_", " "))
-    table.add_column("error", overflow="ellipsis", max_width=40, no_wrap=True)
+    for header in TURN_COLUMNS.values():
+        table.add_column(header, no_wrap=True)
+    table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=48)
     for row in rows:
         error = (row["error"] or "").splitlines()[0] if row["error"] else "-"
-        table.add_row(*[_fmt(row[c]) for c in columns], error)
+        table.add_row(*[_fmt(row[c]) for c in TURN_COLUMNS], error)
     return table
 
 
