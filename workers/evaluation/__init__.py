@@ -1,0 +1,36 @@
+"""Sandboxed, hack-resistant evaluation of generated kernels (torch + stdlib only).
+
+    from workers.evaluation import EvalSettings, EvalResult, Timing, evaluate, \
+        device_fingerprint, fingerprint_key
+
+Exports are resolved lazily so that the sandboxed child (`python -m
+workers.evaluation.runner`) can confine itself before torch is imported.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "EvalSettings": "settings",
+    "EvalResult": "result",
+    "Timing": "result",
+    "evaluate": "harness",
+    "device_fingerprint": "fingerprint",
+    "fingerprint_key": "fingerprint",
+    "HARNESS_VERSION": "fingerprint",
+    "DEFAULT_STRICT_FLAGS": "flags",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

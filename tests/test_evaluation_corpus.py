@@ -1,0 +1,214 @@
+"""End-to-end: every case of the adversarial corpus through evaluate() on CPU.
+
+All cases run once per session, two at a time (2 cores), sharing one extensions
+directory so the common C++ block is compiled once. Individual tests then assert on the
+stored results.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from evaluation_corpus import BY_NAME, CASES, PROBLEMS, Case
+from workers.evaluation import EvalResult, EvalSettings, Timing, evaluate, fingerprint_key
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET_ENV = {"DATABASE_URL": "postgresql://kturn:secret@db/kturn", "REDIS_URL": "redis://:secret@redis:6379/0"}
+# small and quick: the corpus asserts verdicts, not performance
+BASE_SETTINGS = {"warmup_runs": 1, "timing_trials": 5, "run_timeout_s": 60.0, "compile_timeout_s": 300.0}
+
+
+def settings_for(case: Case, extensions_dir: str) -> EvalSettings:
+    return EvalSettings(**{**BASE_SETTINGS, "backend": case.backend, "extensions_dir": extensions_dir,
+                           **case.settings})
+
+
+@pytest.fixture(scope="session")
+def extensions_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("kturn_extensions"))
+
+
+@pytest.fixture(scope="session")
+def corpus_results(extensions_dir) -> dict[str, tuple[EvalResult, float]]:
+    saved = {k: os.environ.get(k) for k in SECRET_ENV}
+    os.environ.update(SECRET_ENV)  # the worker has credentials; the sandbox must not see them
+
+    def run(case: Case):
+        reference_src, solution_src = case.sources()
+        started = time.monotonic()
+        result = evaluate(reference_src, solution_src, settings_for(case, extensions_dir))
+        return case.name, (result, time.monotonic() - started)
+
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return dict(pool.map(run, CASES))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_corpus_is_large_enough():
+    assert len(CASES) >= 20
+    assert all(case.solution_path.is_file() and case.problem_path.is_file() for case in CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_corpus_verdict(case: Case, corpus_results):
+    result, _ = corpus_results[case.name]
+    got = (result.compiled, result.correct, result.disqualified, result.error_kind)
+    want = (case.compiled, case.correct, case.disqualified, case.error_kind)
+    assert got == want, f"{case.name}: {got} != {want}; error={result.error!r}; flags={result.flags}"
+    for flag in case.flags:
+        assert flag in result.flags, f"{flag} missing: {result.flags} ({result.details.get('flag_reasons')})"
+        assert result.details["flag_reasons"][flag], "every flag carries a reason"
+    for flag in case.absent_flags:
+        assert flag not in result.flags, f"unexpected {flag}: {result.details['flag_reasons'].get(flag)}"
+    for text in case.error_contains:
+        assert text in (result.error or ""), f"{text!r} not in error {result.error!r}"
+    for key, value in case.details.items():
+        assert result.details.get(key) == value, f"details[{key!r}]={result.details.get(key)!r}"
+    if case.error_kind is None:
+        assert result.error is None
+    else:
+        assert result.error and len(result.error) <= 2000
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.timed], ids=lambda c: c.name)
+def test_honest_solutions_are_timed(case: Case, corpus_results):
+    result, _ = corpus_results[case.name]
+    assert result.timing_meaningful
+    assert isinstance(result.runtime, Timing) and isinstance(result.baseline, Timing)
+    assert result.runtime.trials == result.baseline.trials == BASE_SETTINGS["timing_trials"]
+    assert result.runtime.median_ms > 0 and result.runtime.spread_ms >= 0
+    assert result.speedup == pytest.approx(result.baseline.median_ms / result.runtime.median_ms)
+    assert result.speedup_spread is not None and result.speedup_spread >= 0
+
+
+def test_baseline_is_reported_even_when_the_candidate_fails(corpus_results):
+    # the orchestrator caches baselines per problem and device: a failed turn still yields one
+    for name in ("incorrect_values", "segfault", "kernel_never_launched"):
+        result = corpus_results[name][0]
+        assert isinstance(result.baseline, Timing) and result.speedup is None, name
+    assert corpus_results["torch_only"][0].baseline is None  # nothing ran
+
+
+def test_triton_on_cpu_is_correctness_only(corpus_results):
+    result, _ = corpus_results["honest_triton_relu"]
+    assert result.correct and not result.timing_meaningful
+    assert result.runtime is None and result.baseline is None and result.speedup is None
+
+
+def test_speedup_above_threshold_is_rechecked(corpus_results):
+    result, _ = corpus_results["speedup_honest"]
+    assert "speedup_rechecked" in result.flags and "speedup_unconfirmed" not in result.flags
+    recheck = result.details["recheck"]
+    assert recheck["correct"] and recheck["speedup"] > 2.0
+    assert result.speedup <= max(recheck["speedup"], result.speedup)  # the slower figure is kept
+
+
+def test_compile_errors_are_mapped_to_solution_lines(corpus_results):
+    result, _ = corpus_results["compile_error"]
+    first = result.error.splitlines()[0]
+    assert first.startswith("solution.py:9 (cpp_sources line 5): error:")
+    source_line = BY_NAME["compile_error"].solution_path.read_text().splitlines()[8]
+    assert "undefined_variable" in source_line
+    assert "compile_log" in result.details and len(result.details["compile_log"]) <= 8000
+    assert " -isystem " not in result.details["compile_log"], "command lines are stripped"
+
+
+def test_incorrect_details_name_the_trial_and_differences(corpus_results):
+    details = corpus_results["incorrect_values"][0].details
+    assert details["check"] == "values" and details["mismatched"] > 0
+    assert details["max_abs_diff"] > 1e-4 and details["examples"]
+    example = details["examples"][0]
+    assert example["expected"] == 0.0 and example["got"] < 0
+
+
+def test_every_result_is_json_serialisable_with_provenance(corpus_results):
+    for name, (result, _) in corpus_results.items():
+        data = json.loads(json.dumps(result.as_dict()))
+        assert EvalResult.from_dict(data) == result, name
+        fp = result.fingerprint
+        for key in ("torch", "python", "harness_version", "cxx", "cpu_model", "network_isolated"):
+            assert key in fp, (name, key)
+        assert len(fingerprint_key(fp)) == 16
+
+
+def test_sandbox_isolation_took_effect(corpus_results):
+    result, _ = corpus_results["honest_cpp_relu"]
+    assert result.fingerprint["network_isolated"] is True
+    assert result.fingerprint["pid_namespace"] is True
+    assert result.fingerprint["rlimits"]["RLIMIT_AS"] == 4096 << 20
+    assert "Network is unreachable" in corpus_results["network_access"][0].error
+    assert "KeyError: 'DATABASE_URL'" in corpus_results["reads_credentials"][0].error
+
+
+def test_crashes_hangs_and_escapes_leave_no_process_behind(corpus_results):
+    assert corpus_results["leaves_grandchild"][0].error_kind == "timeout"
+    time.sleep(0.5)
+    survivors = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if b"KTURN_SANDBOX=" in environ.read_bytes():
+                survivors.append(environ.parent.name)
+        except OSError:
+            continue
+    assert survivors == [], f"sandboxed processes still alive: {survivors}"
+    children = [p for p in Path(f"/proc/{os.getpid()}/task").glob("*/children") if p.read_text().strip()]
+    assert children == [], "no zombie or running child of the test process"
+
+
+def test_hang_is_cut_at_the_phase_limit(corpus_results):
+    result, wall = corpus_results["infinite_loop"]
+    assert result.details["phase"] == "correctness"
+    assert wall < 40, "a 3 s correctness limit must not wait for the 300 s compile limit"
+
+
+def test_statically_disqualified_solutions_start_no_process(corpus_results):
+    for name in ("torch_only", "threads", "timer_tampering", "calls_reference"):
+        result, wall = corpus_results[name]
+        assert result.details.get("not_run") and wall < 2, name
+
+
+def test_given_baseline_is_not_re_timed(extensions_dir):
+    case = BY_NAME["honest_cpp_relu"]
+    reference_src, solution_src = case.sources()
+    given = Timing(median_ms=5.0, spread_ms=0.5, trials=20)
+    result = evaluate(reference_src, solution_src, settings_for(case, extensions_dir), baseline=given)
+    assert result.correct and result.baseline == given
+    assert result.speedup == pytest.approx(5.0 / result.runtime.median_ms)
+    assert "timing" not in result.details["phase_wall_s"]["reference"]
+    assert "timing" in result.details["phase_wall_s"]["candidate"]
+
+
+def test_cli_prints_one_json_object(extensions_dir):
+    case = BY_NAME["incorrect_values"]
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.evaluation", "--problem", str(case.problem_path),
+         "--solution", str(case.solution_path), "--device", "cpu", "--backend", "cpp", "--timeout", "60",
+         "--extensions-dir", extensions_dir, "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["error_kind"] == "incorrect" and data["details"]["check"] == "values"
+
+
+@pytest.mark.parametrize("args", [
+    ["--problem", "missing.py", "--solution", "missing.py"],
+    ["--problem", str(PROBLEMS / "relu.py"), "--solution", str(PROBLEMS / "relu.py"), "--device", "tpu"],
+    ["--problem", str(PROBLEMS / "relu.py"), "--solution", str(PROBLEMS / "relu.py"), "--backend", "cuda"],
+])
+def test_cli_rejects_unusable_arguments(args):
+    done = subprocess.run([sys.executable, "-m", "workers.evaluation", *args, "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr

@@ -1,0 +1,108 @@
+"""Provenance of an evaluation: what machine, driver, compilers and library versions
+produced a timing. Cached per process; never initialises CUDA in the calling process
+(GPU facts come from nvidia-smi, or from a throwaway child interpreter)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+
+HARNESS_VERSION = "kturn-eval-1.0"
+# Keys that identify the timing environment (volatile facts such as whether this
+# particular run got a network namespace are excluded from the key).
+KEY_FIELDS = ("device", "device_name", "driver_version", "cuda_runtime", "cpu_model", "cpu_count",
+              "torch", "torch_cuda", "triton", "cxx", "nvcc", "python", "harness_version")
+_cache: dict[str, dict] = {}
+
+
+def _run(cmd: list[str], timeout: float = 20.0) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return done.stdout.strip() if done.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def compiler_versions() -> dict:
+    cxx = os.environ.get("CXX", "c++")
+    cxx_version = _run([cxx, "-dumpfullversion"]) or _run([cxx, "--version"]).split("\n")[0]
+    nvcc = shutil.which("nvcc")
+    nvcc_version = None
+    if nvcc:
+        lines = [l for l in _run([nvcc, "--version"]).splitlines() if "release" in l]
+        nvcc_version = lines[-1].strip() if lines else None
+    return {"cxx": f"{os.path.basename(cxx)} {cxx_version}".strip(), "nvcc": nvcc_version}
+
+
+def _gpu_facts() -> dict:
+    smi = _run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", "0"])
+    if smi:
+        name, _, driver = smi.partition(",")
+        return {"device_name": name.strip(), "driver_version": driver.strip()}
+    probe = ("import json,torch;p=torch.cuda.get_device_properties(0);"
+             "print(json.dumps({'device_name':p.name,'driver_version':str(torch._C._cuda_getDriverVersion())"
+             " if hasattr(torch._C,'_cuda_getDriverVersion') else None}))")
+    out = _run([sys.executable, "-c", probe], timeout=120)
+    try:
+        return json.loads(out.splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"device_name": None, "driver_version": None}
+
+
+def _network_isolation_available() -> bool:
+    probe = "import ctypes,sys;sys.exit(0 if ctypes.CDLL(None,use_errno=True).unshare(0x40000000)==0 else 1)"
+    try:
+        return subprocess.run([sys.executable, "-c", probe], timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def device_fingerprint(device: str) -> dict:
+    if device not in _cache:
+        import torch  # the package only; nothing here touches the CUDA runtime
+        fp = {"device": device, "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(),
+              "torch": torch.__version__, "torch_cuda": torch.version.cuda, "triton": _version("triton"),
+              "python": platform.python_version(), "harness_version": HARNESS_VERSION,
+              "platform": platform.platform(), **compiler_versions()}
+        if device == "cuda":
+            fp.update(_gpu_facts())
+            fp["cuda_runtime"] = torch.version.cuda
+        else:
+            fp.update({"device_name": fp["cpu_model"], "driver_version": None, "cuda_runtime": None})
+        fp["network_isolated"] = _network_isolation_available()
+        _cache[device] = fp
+    return dict(_cache[device])
+
+
+def fingerprint_key(fingerprint: dict) -> str:
+    """Stable 16-hex-digit hash of the timing-relevant fields (missing fields count as None)."""
+    material = {k: fingerprint.get(k) for k in KEY_FIELDS}
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def compiler_id(fingerprint: dict) -> str:
+    """What the extension cache key records about the toolchain."""
+    return f"{fingerprint.get('cxx')}|{fingerprint.get('nvcc')}"

@@ -1,0 +1,70 @@
+"""Evaluation settings: everything keyword-constructible, frozen, JSON-serialisable."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .flags import DEFAULT_STRICT_FLAGS
+
+BACKENDS = ("cpp", "cuda", "triton")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    backend: str = "cpp"            # "cpp" | "cuda" | "triton"
+    device: str = "cpu"             # "cpu" | "cuda"
+    correctness_trials: int = 5
+    atol: float = 1e-4              # fp32 tolerances
+    rtol: float = 1e-4
+    low_precision_tol: float = 1e-2  # fp16/bf16: used as both atol and rtol
+    warmup_runs: int = 3
+    timing_trials: int = 20
+    compile_timeout_s: float = 600.0  # bounds child start-up, solution import and its kernel builds
+    run_timeout_s: float = 120.0      # bounds correctness and timing phases each (what `--timeout` sets)
+    memory_limit_mb: int = 4096       # RLIMIT_AS on CPU (a g++ torch-extension build peaks ~1.6 GB RSS)
+    cpu_threads: int = 1              # same for reference and candidate
+    speedup_recheck_threshold: float = 10.0
+    extensions_dir: str | None = None  # default $KTURN_EXTENSIONS_DIR or ~/.cache/kturn/extensions
+    max_build_jobs: int = 2
+    # --- additions ---
+    strict_flags: tuple[str, ...] = DEFAULT_STRICT_FLAGS  # flags that disqualify (reward 0)
+    skip_run_when_disqualified: bool = True  # a static strict flag ends the evaluation before any child runs
+    max_processes: int = 512          # RLIMIT_NPROC (per uid, and not enforced for root: see sandbox.py)
+    max_file_mb: int = 2048           # RLIMIT_FSIZE
+    timing_input_budget_mb: int = 1024  # bytes of distinct timing input sets kept alive at once
+    l2_flush_mb: int = 256            # GPU: buffer written between timed trials
+    speedup_disagreement_factor: float = 2.0  # recheck speedup off by more than this: not believed
+
+    def __post_init__(self) -> None:
+        # settings round-trip through JSON (run configs): lists come back, keep it hashable
+        object.__setattr__(self, "strict_flags", tuple(self.strict_flags))
+
+    def resolved_extensions_dir(self) -> str:
+        if self.extensions_dir:
+            return os.path.abspath(self.extensions_dir)
+        env = os.environ.get("KTURN_EXTENSIONS_DIR")
+        if env:
+            return os.path.abspath(env)
+        return os.path.join(os.path.expanduser("~"), ".cache", "kturn", "extensions")
+
+    def tolerance_for(self, dtype_name: str) -> tuple[float, float]:
+        """(atol, rtol) for an output dtype given as str(torch.dtype)."""
+        if dtype_name in ("torch.float16", "torch.bfloat16"):
+            return self.low_precision_tol, self.low_precision_tol
+        return self.atol, self.rtol
+
+    @property
+    def timing_meaningful(self) -> bool:
+        # Triton on CPU runs under TRITON_INTERPRET=1: numbers would time the interpreter.
+        return not (self.backend == "triton" and self.device == "cpu")
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.backend == "cuda" and self.device != "cuda":
+            raise ValueError("backend 'cuda' needs device 'cuda'")
+        if self.correctness_trials < 1 or self.timing_trials < 1 or self.warmup_runs < 0:
+            raise ValueError("correctness_trials and timing_trials must be >= 1, warmup_runs >= 0")

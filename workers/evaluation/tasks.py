@@ -1,0 +1,68 @@
+"""Celery task of the evaluate stage: sandboxed evaluation, reward, feedback for the next turn."""
+from __future__ import annotations
+
+from db import baselines
+from db.session import session_scope
+from orchestrator.app import app
+from orchestrator.feedback import cleaning_feedback, evaluation_feedback
+from orchestrator.pipeline import Outcome, TurnContext, run_stage
+from orchestrator.rewards import verdict_reward
+from orchestrator.settings import get_settings
+from orchestrator.stages import EVALUATE
+from workers.evaluation import EvalResult, Timing, device_fingerprint, evaluate, fingerprint_key
+
+
+def no_code_outcome(context: TurnContext) -> Outcome:
+    feedback = cleaning_feedback(bool(context.degenerate), context.no_code_reason)
+    return Outcome(
+        values={"compiled": False, "correct": False, "flags": [], "error_kind": "no_code", "error": context.no_code_reason, "feedback": feedback, "reward": 0.0},
+        reward=0.0,
+    )
+
+
+def cached_baseline(problem_hash: str, device_key: str) -> Timing | None:
+    with session_scope(get_settings().sqlalchemy_url) as session:
+        row = baselines.get(session, problem_hash, device_key)
+        return None if row is None else Timing(median_ms=row.median_ms, spread_ms=row.spread_ms, trials=row.trials)
+
+
+def cache_baseline(problem_hash: str, device_key: str, result: EvalResult) -> None:
+    with session_scope(get_settings().sqlalchemy_url) as session:
+        b = result.baseline
+        baselines.put(session, problem_hash, device_key, b.median_ms, b.spread_ms, b.trials, result.fingerprint)
+
+
+def evaluate_turn(context: TurnContext) -> Outcome:
+    if context.code is None:
+        return no_code_outcome(context)
+    config = context.config
+    settings = config.evaluation_settings()
+    problem_hash = context.problem.source_hash
+    device_key = fingerprint_key(device_fingerprint(settings.device))
+    baseline = cached_baseline(problem_hash, device_key)
+    result = evaluate(context.problem.source, context.code, settings, baseline=baseline)
+    if baseline is None and result.baseline is not None and result.timing_meaningful:
+        cache_baseline(problem_hash, device_key, result)
+    verdict = result.as_dict()
+    reward = verdict_reward(verdict, config.rewards)
+    return Outcome(
+        values={
+            "compiled": result.compiled,
+            "correct": result.correct,
+            "runtime_ms": result.runtime.median_ms if result.runtime else None,
+            "baseline_ms": result.baseline.median_ms if result.baseline else None,
+            "speedup": result.speedup,
+            "flags": result.flags,
+            "error_kind": result.error_kind,
+            "error": result.error,
+            "evaluation": verdict,
+            "reward": reward,
+            "feedback": evaluation_feedback(verdict, reward, config.prompt.max_feedback_chars),
+        },
+        reward=reward,
+    )
+
+
+@app.task(name=EVALUATE.task_name)
+def evaluate_task(turn_id: int) -> None:
+    run_stage(EVALUATE, turn_id, evaluate_turn)
