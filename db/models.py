@@ -105,8 +105,10 @@ class Turn(Base):
     trajectory_id: Mapped[int] = mapped_column(ForeignKey("trajectories.id", ondelete="CASCADE"), index=True)
     turn_index: Mapped[int]
     state: Mapped[str] = mapped_column(String(16), default=TurnState.pending.value)
-    # Lease bookkeeping: every claim bumps `attempts`; a store is accepted only from the latest claim.
+    # Lease bookkeeping: every claim bumps `attempts` (all stages, never reset), and a store is
+    # accepted only from the latest claim; `stage_attempts` counts the claims of the current stage.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    stage_attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None]
 

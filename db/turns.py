@@ -30,6 +30,7 @@ def claim(session: Session, turn_id: int, waiting: TurnState, working: TurnState
         .values(
             state=working.value,
             attempts=Turn.attempts + 1,
+            stage_attempts=Turn.stage_attempts + 1,
             claimed_by=worker,
             lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
             updated_at=utcnow(),
@@ -44,7 +45,7 @@ def store(session: Session, claim: Claim, next_state: TurnState, **values: Any) 
     result = session.execute(
         update(Turn)
         .where(Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt)
-        .values(state=next_state.value, lease_expires_at=None, updated_at=utcnow(), **values)
+        .values(state=next_state.value, stage_attempts=0, lease_expires_at=None, updated_at=utcnow(), **values)
     )
     return result.rowcount == 1
 

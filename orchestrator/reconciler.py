@@ -36,8 +36,8 @@ def reconcile(older_than_s: float = 60.0) -> ReconcileReport:
         for turn in turn_queries.expired_leases(session, now):
             stage = BY_WORKING_STATE[turn.state]
             report.expired.append(turn.id)
-            if turn.attempts >= settings.max_attempts:
-                turn.state, turn.error = TurnState.failed.value, f"{stage.name} lost its worker {turn.attempts} times (lease expired)"
+            if turn.stage_attempts >= settings.max_attempts:
+                turn.state, turn.error = TurnState.failed.value, f"{stage.name} lost its worker {turn.stage_attempts} times (lease expired)"
                 end_trajectory(session, turn.trajectory_id, turn.trajectory.run_id, TrajectoryStatus.failed, None)
                 report.failed.append(turn.id)
             else:

@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     # A working turn renews its lease every third of it; one whose lease runs out (its worker died)
     # is handed on by the reconciler.
     lease_seconds: float = 120.0
-    # A turn that keeps losing its worker (crash, kill) fails after this many claims.
+    # A turn whose stage keeps losing its worker (crash, kill) fails after this many claims of that stage.
     max_attempts: int = 3
     # Seconds a Redis message may stay unacknowledged before Redis hands it out again.
     visibility_timeout: int = 3600

@@ -51,7 +51,7 @@ def test_store_needs_the_latest_claim(url, turn_id):
         assert turn_queries.store(session, fresh, TurnState.generated, raw_response="fresh")
     with session_scope(url) as session:
         turn = session.get(Turn, turn_id)
-        assert (turn.state, turn.raw_response, turn.attempts) == ("generated", "fresh", 2)
+        assert (turn.state, turn.raw_response, turn.attempts, turn.stage_attempts) == ("generated", "fresh", 2, 0)
 
 
 def test_turn_index_is_unique_per_trajectory(url, turn_id):

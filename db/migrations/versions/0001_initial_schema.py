@@ -74,6 +74,7 @@ def upgrade() -> None:
     sa.Column('turn_index', sa.Integer(), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('stage_attempts', sa.Integer(), nullable=False),
     sa.Column('claimed_by', sa.String(length=255), nullable=True),
     sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('prompt_messages', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
