@@ -14,7 +14,8 @@ FLAG_REASONS = {
     "calls_reference": "it uses the reference Model instead of its own kernel",
     "torch_compute_ops": "PyTorch compute operations do the work in forward() instead of the custom kernel",
     "threads_or_subprocesses": "it starts threads or subprocesses",
-    "timer_tampering": "it tampers with timers or the evaluation harness",
+    "timer_tampering": "it tampers with timers",
+    "harness_tampering": "it tampers with the evaluation harness (modules, builtins, frames or file descriptors)",
     "monkeypatch_torch": "it monkeypatches torch",
     "cached_results": "it returns cached results instead of computing on the given inputs",
     "uninitialised_output": "it returns memory it never wrote",
@@ -54,9 +55,14 @@ def evaluation_feedback(verdict: dict[str, Any], reward: float, limit: int) -> s
 
 
 def _disqualified(verdict: dict[str, Any], reward: float, limit: int) -> str:
-    reasons = [FLAG_REASONS.get(flag, flag.replace("_", " ")) for flag in verdict.get("flags", []) if flag in FLAG_REASONS] or [verdict.get("error") or "a check failed"]
-    text = "Your previous answer was not rewarded (reward {:.2f}) because {}.".format(reward, "; ".join(reasons))
+    flag_details = (verdict.get("details") or {}).get("flag_reasons") or {}
+    reasons = [_flag_reason(flag, flag_details.get(flag)) for flag in verdict.get("flags", []) if flag in FLAG_REASONS]
+    text = "Your previous answer was not rewarded (reward {:.2f}) because {}.".format(reward, "; ".join(reasons or [verdict.get("error") or "a check failed"]))
     return bounded(text, limit) + "\nWrite a real custom kernel that does the computation itself, and launch it from ModelNew.forward. " + _ONE_BLOCK
+
+
+def _flag_reason(flag: str, specifics: list[str] | None) -> str:
+    return f"{FLAG_REASONS[flag]} ({specifics[0]})" if specifics else FLAG_REASONS[flag]
 
 
 def _not_compiled(verdict: dict[str, Any], limit: int) -> str:

@@ -32,13 +32,19 @@ def cache_baseline(problem_hash: str, device_key: str, result: EvalResult) -> No
         baselines.put(session, problem_hash, device_key, b.median_ms, b.spread_ms, b.trials, result.fingerprint)
 
 
+def baseline_key(settings) -> str:
+    """A reference timing is reused only on the same device and toolchain, under the same timing conditions."""
+    conditions = {"cpu_threads": settings.cpu_threads, "warmup_runs": settings.warmup_runs, "timing_trials": settings.timing_trials}
+    return fingerprint_key({**device_fingerprint(settings.device), "timing_conditions": conditions})
+
+
 def evaluate_turn(context: TurnContext) -> Outcome:
     if context.code is None:
         return no_code_outcome(context)
     config = context.config
     settings = config.evaluation_settings()
     problem_hash = context.problem.source_hash
-    device_key = fingerprint_key(device_fingerprint(settings.device))
+    device_key = baseline_key(settings)
     baseline = cached_baseline(problem_hash, device_key)
     result = evaluate(context.problem.source, context.code, settings, baseline=baseline)
     if baseline is None and result.baseline is not None and result.timing_meaningful:

@@ -1,0 +1,90 @@
+"""The `kturn` commands whose output is a contract, run as a user runs them."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "tests" / "evaluation_corpus"
+KTURN = str(Path(sys.executable).with_name("kturn"))
+CLEAN_KEYS = {"file", "degenerate", "severity", "truncated_at", "cleaned", "thinking", "code", "warnings"}
+EVAL_KEYS = {"compiled", "correct", "runtime_ms", "baseline_ms", "speedup", "reward", "flags", "error", "feedback"}
+
+
+def kturn(*args: str, cwd: Path, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    return subprocess.run([KTURN, *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def test_clean_json_one_object_per_file(tmp_path):
+    looping = tmp_path / "looping.md"
+    looping.write_text("Here is the kernel:\n\n" + "```python\n" * 300)
+    good = tmp_path / "good.md"
+    good.write_text("<think>\nplan\n</think>\n\n```python\nclass ModelNew:\n    pass\n```\n")
+    result = kturn("clean", str(looping), str(good), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert set(first) == CLEAN_KEYS == set(second)
+    assert first["file"] == str(looping) and first["degenerate"] is True and first["truncated_at"] is not None and first["code"] is None
+    assert second["degenerate"] is False and second["thinking"] == "plan" and "class ModelNew" in second["code"]
+    assert "<think>" not in second["cleaned"]
+
+
+def test_clean_reads_stdin(tmp_path):
+    result = kturn("clean", "--json", cwd=tmp_path, stdin="```python\nclass ModelNew:\n    pass\n```\n")
+    [row] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["file"] == "-" and "class ModelNew" in row["code"]
+
+
+def test_eval_json_for_a_failing_solution_exits_zero(tmp_path):
+    result = kturn("eval", "--problem", str(CORPUS / "problems" / "relu.py"), "--solution", str(CORPUS / "solutions" / "python_syntax_error.py"), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    verdict = json.loads(result.stdout)
+    assert set(verdict) == EVAL_KEYS
+    assert verdict["compiled"] is False and verdict["reward"] == 0.0 and verdict["error"]
+    assert "Fix the error" in verdict["feedback"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("eval", "--problem", "missing.py", "--solution", "missing.py", "--json"),
+        ("eval", "--problem", str(CORPUS / "problems" / "relu.py"), "--solution", str(CORPUS / "solutions" / "segfault.py"), "--device", "tpu"),
+        ("eval", "--problem", str(CORPUS / "problems" / "relu.py"), "--solution", str(CORPUS / "solutions" / "segfault.py"), "--backend", "cuda"),
+    ],
+)
+def test_eval_rejects_unusable_arguments(tmp_path, args):
+    result = kturn(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+
+
+def test_run_with_a_bad_problem_creates_nothing(tmp_path):
+    problems = tmp_path / "level1"
+    problems.mkdir()
+    (problems / "1_Good.py").write_text((ROOT / "orchestrator/data/problems/level1/1_ReLU.py").read_text())
+    (problems / "2_Bad.py").write_text("import torch\nclass Model(torch.nn.Module):\n    pass\n")
+    result = kturn("run", str(problems), "--backend", "cpp", "--device", "cpu", "--generator", "replay",
+                   "--replay", str(ROOT / "orchestrator/data/demo_answers.jsonl"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "2_Bad.py" in result.stderr and "get_inputs" in result.stderr
+    assert json.loads(kturn("runs", "--json", cwd=tmp_path).stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--generator", "sglang"), "needs --url"),
+        (("--generator", "sglang", "--url", "http://x", "--repetition-penalty", "3"), "repetition_penalty"),
+        (("--generator", "sglang", "--url", "http://x", "--temperature", "0"), "temperature"),
+    ],
+)
+def test_run_rejects_bad_settings_clearly(tmp_path, args, message):
+    result = kturn("run", str(ROOT / "orchestrator/data/problems"), "--backend", "cpp", "--device", "cpu", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
