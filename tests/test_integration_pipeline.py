@@ -219,3 +219,17 @@ def test_reclean_reapplies_the_cleaner_without_touching_raw_answers(finished_run
     [after] = [t for t in turns_of(db, run_id) if t["id"] == target["id"]]
     assert after["code"] == target["code"] and after["degenerate"] is False
     assert after["raw_response"] == target["raw_response"]
+
+
+def test_cancel_ends_open_turns_and_reconcile_leaves_them(cluster, db, redis_url):
+    elsewhere = redis_url.rsplit("/", 1)[0] + "/14"  # no worker listens: the turns stay pending
+    run_id = cluster.kturn_json(*run_args(cluster, 2, 3), env={"REDIS_URL": elsewhere})["run"]
+    import redis
+
+    redis.Redis.from_url(elsewhere).flushdb()
+    assert "cancelled (4 open turn(s))" in cluster.kturn("cancel", str(run_id)).stdout
+    turns = turns_of(db, run_id)
+    assert {t["state"] for t in turns} == {"cancelled"} and {t["trajectory_status"] for t in turns} == {"cancelled"}
+    assert rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id) == [{"status": "cancelled"}]
+    report = cluster.kturn_json("reconcile", "--older-than", "0")
+    assert not {turn_id for _, turn_id in report["requeued"]} & {t["id"] for t in turns}
