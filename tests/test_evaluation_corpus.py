@@ -157,9 +157,10 @@ def test_crashes_hangs_and_escapes_leave_no_process_behind(corpus_results):
     assert corpus_results["leaves_grandchild"][0].error_kind == "timeout"
     time.sleep(0.5)
     survivors = []
+    ours = f"KTURN_SANDBOX={os.getpid()}-".encode()  # not those of another test run on the machine
     for environ in Path("/proc").glob("[0-9]*/environ"):
         try:
-            if b"KTURN_SANDBOX=" in environ.read_bytes():
+            if ours in environ.read_bytes():
                 survivors.append(environ.parent.name)
         except OSError:
             continue

@@ -3,20 +3,33 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 import pytest
 
 from evaluation_corpus import PROBLEMS
-from workers.evaluation import EvalSettings, evaluate
+from workers.evaluation import EvalSettings, evaluate, sandbox_user
+from workers.evaluation.workspace import Workspace
 
 PROBE = r'''
 import json, os, resource, torch
+
+def attempt(action):
+    try:
+        return action()
+    except OSError as exc:
+        return type(exc).__name__
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
 facts = {
     "env": sorted(os.environ),
     "home": os.environ["HOME"],
     "cwd": os.getcwd(),
     "tmpdir": os.environ["TMPDIR"],
-    "siblings": sorted(os.listdir(os.path.dirname(os.getcwd()))),
+    "siblings": attempt(lambda: sorted(os.listdir(os.path.dirname(os.getcwd())))),
     "inputs_left": sorted(os.listdir("inputs")),
     "files": sorted(os.listdir(".")),
     "rlimit_as": resource.getrlimit(resource.RLIMIT_AS)[0],
@@ -25,6 +38,11 @@ facts = {
     "threads": torch.get_num_threads(),
     "pid": os.getpid(),
     "pgid_is_sid": os.getpgid(0) == os.getsid(0),
+    "uid": os.getuid(),
+    "root_only_file": attempt(lambda: read(ROOT_ONLY_FILE)),
+    "other_eval_dir": attempt(lambda: sorted(os.listdir(OTHER_EVAL_DIR))),
+    "other_eval_file": attempt(lambda: read(os.path.join(OTHER_EVAL_DIR, "solution.py"))),
+    "root_home": attempt(lambda: sorted(os.listdir("/root"))),
 }
 raise RuntimeError("FACTS" + json.dumps(facts) + "END")
 '''
@@ -33,11 +51,23 @@ raise RuntimeError("FACTS" + json.dumps(facts) + "END")
 @pytest.fixture(scope="module")
 def facts():
     os.environ["DATABASE_URL"] = "postgresql://kturn:secret@db/kturn"
+    settings = EvalSettings(strict_flags=(), memory_limit_mb=3000)  # a probe, not a solution
+    # a root-only file, and a concurrent evaluation's candidate directory (its own uid)
+    fd, secret = tempfile.mkstemp(prefix="kturn-test-secret-")
+    os.write(fd, b"root only")
+    os.close(fd)
+    other, other_user = Workspace(), sandbox_user.acquire(settings.sandbox_uid, settings.sandbox_uid_pool)
+    other.write(other.cand, "solution.py", "# another evaluation's solution")
+    other.hand_over(other_user)
+    probe = PROBE.replace("ROOT_ONLY_FILE", repr(secret)).replace("OTHER_EVAL_DIR", repr(other.cand))
     try:
-        settings = EvalSettings(strict_flags=(), memory_limit_mb=3000)  # a probe, not a solution
-        result = evaluate((PROBLEMS / "relu.py").read_text(), PROBE, settings)
+        result = evaluate((PROBLEMS / "relu.py").read_text(), probe, settings)
     finally:
         os.environ.pop("DATABASE_URL", None)
+        os.unlink(secret)
+        other.close()
+        if other_user:
+            other_user.release()
     assert result.error_kind == "runtime_error" and result.details["phase"] == "import"
     assert not result.compiled
     text = result.details["traceback"]
@@ -61,7 +91,9 @@ def test_private_home_and_working_directory(facts):
 
 
 def test_reference_and_future_inputs_are_out_of_reach(facts):
-    assert facts["siblings"] == ["cand"], "the reference directory is gone before the candidate starts"
+    # the reference directory is gone before the candidate starts; as its own uid the
+    # candidate may not even list the workspace
+    assert facts["siblings"] in (["cand"], "PermissionError")
     assert facts["inputs_left"] == [], "inputs are loaded into memory and deleted before import"
     assert "reference.py" not in facts["files"]
 
@@ -71,3 +103,25 @@ def test_limits_and_namespaces(facts):
     assert facts["rlimit_core"] == 0 and facts["rlimit_fsize"] == 2048 << 20
     assert facts["threads"] == 1
     assert facts["pid"] == 1, "pid 1 of its own PID namespace"
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the uid switch happens only when the harness is root")
+
+
+@needs_root
+def test_candidate_runs_as_an_unprivileged_uid(facts):
+    settings = EvalSettings()
+    assert settings.sandbox_uid <= facts["uid"] < settings.sandbox_uid + settings.sandbox_uid_pool
+
+
+@needs_root
+def test_root_only_files_are_unreadable(facts):
+    assert facts["root_only_file"] == "PermissionError"
+    # /root is either closed or, where the interpreter lives there, an empty cover
+    assert facts["root_home"] == "PermissionError" or set(facts["root_home"]) <= {".pyenv", ".cache"}
+
+
+@needs_root
+def test_another_evaluations_directory_is_unreadable(facts):
+    assert facts["other_eval_dir"] == "PermissionError"
+    assert facts["other_eval_file"] == "PermissionError"

@@ -120,6 +120,8 @@ CASES: list[Case] = [
          details={"phase": "correctness"}, settings={"run_timeout_s": 3.0}),
     Case("leaves_grandchild", "relu", True, False, False, "timeout", flags=("timeout",),
          details={"phase": "correctness"}, settings={"run_timeout_s": 3.0}),
+    Case("fork_bomb", "relu", True, False, False, "runtime_error", error_contains=("fork failed",),
+         details={"phase": "correctness"}),
     Case("memory_bomb", "relu", True, False, False, "runtime_error", flags=("out_of_memory",),
          error_contains=("MemoryError",)),
     Case("network_access", "relu", True, False, False, "runtime_error",

@@ -21,28 +21,36 @@ class CandidateRun:
     error: dict | None = None                      # the child's "error" message
     unreadable_outputs: str | None = None
     builds: list = field(default_factory=list)
+    sandbox: dict = field(default_factory=dict)    # what confinement took effect (fingerprint)
 
 
 def run_candidate(solution_src: str, settings: EvalSettings, ws: Workspace, *, init_seed: int,
                   n_trials: int, n_timing_sets: int, poison_sizes: list[int], do_timing: bool,
                   compiler_id: str) -> CandidateRun:
     ext_dir = settings.resolved_extensions_dir()
-    os.makedirs(ext_dir, exist_ok=True)
-    job = {
-        "role": "candidate", "limits": sandbox.rlimits_for(settings), "device": settings.device,
-        "cpu_threads": settings.cpu_threads, "solution_path": ws.write(ws.cand, "solution.py", solution_src),
-        "inputs_dir": ws.inputs, "outputs_dir": ws.outputs, "n_trials": n_trials,
-        "n_timing_sets": n_timing_sets, "init_seed": init_seed, "do_timing": do_timing,
-        "warmup": settings.warmup_runs, "trials": settings.timing_trials, "l2_flush_mb": settings.l2_flush_mb,
-        "extensions_dir": ext_dir, "compiler_id": compiler_id, "poison_sizes": poison_sizes,
-        "use_triton": settings.backend == "triton" or "triton" in solution_src,
-    }
-    extra_env = compile_cache.ccache_env(ext_dir)
-    if settings.backend == "triton" or "triton" in solution_src:
-        extra_env["TRITON_CACHE_DIR"] = os.path.join(ext_dir, "triton")
-    env = sandbox.child_env(settings, ws.cand, f"cand-{uuid.uuid4().hex[:12]}", extra_env)
-    outcome = sandbox.run_child(ws.write_job(ws.cand, job), ws.cand, env, sandbox.phase_limits(settings))
-    run = CandidateRun(outcome=outcome)
+    use_triton = settings.backend == "triton" or "triton" in solution_src
+    with sandbox.confinement(settings, unprivileged=True) as conf:
+        compile_cache.share_with(ext_dir, conf.user.gid if conf.user else None)
+        job = {
+            "role": "candidate", "limits": conf.job_limits(settings, reach=(ext_dir,)), "device": settings.device,
+            "cpu_threads": settings.cpu_threads, "solution_path": ws.write(ws.cand, "solution.py", solution_src),
+            "inputs_dir": ws.inputs, "outputs_dir": ws.outputs, "n_trials": n_trials,
+            "n_timing_sets": n_timing_sets, "init_seed": init_seed, "do_timing": do_timing,
+            "warmup": settings.warmup_runs, "trials": settings.timing_trials, "l2_flush_mb": settings.l2_flush_mb,
+            "extensions_dir": ext_dir, "compiler_id": compiler_id, "poison_sizes": poison_sizes,
+            "use_triton": use_triton,
+        }
+        extra_env = compile_cache.ccache_env(ext_dir)
+        if use_triton:
+            extra_env["TRITON_CACHE_DIR"] = os.path.join(ext_dir, "triton")
+        env = sandbox.child_env(settings, ws.cand, f"cand-{uuid.uuid4().hex[:12]}", extra_env)
+        ws.hand_over(conf.user)
+        outcome = sandbox.run_child(ws.write_job(ws.cand, job), ws.cand, env, sandbox.phase_limits(settings), conf)
+        if conf.user is not None:  # while the uid is still ours: no other child can be using it
+            compile_cache.seal(ext_dir)
+            compile_cache.remove_builds_of(ext_dir, conf.user.uid)
+        sandbox_facts = conf.describe(outcome.first("hello"))
+    run = CandidateRun(outcome=outcome, sandbox=sandbox_facts)
     run.error = outcome.first("error")
     run.builds = outcome.of_type("build")
     run.summary = outcome.first("correctness")

@@ -123,7 +123,7 @@ def _error_kind(v):
 
 SCHEMAS: dict[str, dict] = {
     "hello": {"role": lambda v: v in ("reference", "candidate"), "netns": _bool, "pidns": _bool,
-              "rlimits": _json_dict},
+              "rlimits": _json_dict, "cgroup": _bool, "uid": _opt_int},
     "phase": {"phase": _phase},
     "build": {"name": _str, "cached": _bool, "ok": _bool, "seconds": _finite,
               "torch_calls": _list_of(_str, 100)},

@@ -7,6 +7,12 @@ built once. Concurrent builds of one hash are serialised by an flock on
 <hash>.lock; the build itself happens in a private temp dir that is renamed into place,
 so a killed build never leaves a half-written entry. Deterministic compile failures are
 cached too (their log), transient ones (OOM-killed compiler) are not.
+
+Permissions, when the harness is root and candidates run as uids of their own (see
+sandbox_user.py): the root is root:<sandbox gid>, mode 3770 (group-writable so builds can
+be published, sticky so no uid can rename or delete another's entry). A build is made
+read-only (a-w) before it is renamed into place, and the parent later seals it (chown to
+root) so that a later candidate reusing the builder's uid cannot chmod it writable again.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import tempfile
 import time
 
@@ -50,14 +57,111 @@ def ccache_env(root: str) -> dict:
             "CCACHE_NOHASHDIR": "1", "PYTORCH_NVCC": f"{ccache} nvcc"}
 
 
+SHARED_SUBDIRS = (".ccache", "triton")
+
+
 @contextlib.contextmanager
 def _locked(path: str):
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    # read-only open: a lock file created by another uid (or root) is 0444/0644, and flock
+    # does not need write access
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_only_mode(mode: int, is_dir: bool) -> int:
+    """Readable (and searchable, for dirs) by every sandbox uid, writable by none."""
+    keep = mode & 0o555
+    return keep | (0o555 if is_dir else 0o444)
+
+
+def make_read_only(top: str, owner: tuple[int, int] | None = None) -> None:
+    """chmod a-w (and a+r) the tree, children before the top, optionally chown it; the top
+    turning read-only is thus the last step and marks the entry sealed."""
+    for dirpath, dirnames, filenames in os.walk(top, topdown=False):
+        for name in filenames + dirnames:
+            _fix(os.path.join(dirpath, name), owner)
+    _fix(top, owner)
+
+
+def _fix(path: str, owner: tuple[int, int] | None) -> None:
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            if owner is not None:
+                os.lchown(path, *owner)
+            return
+        if owner is not None:
+            os.chown(path, *owner)
+        os.chmod(path, _read_only_mode(st.st_mode, stat.S_ISDIR(st.st_mode)))
+    except OSError:
+        pass  # sealed by the parent in the meantime, or not ours: the parent repairs it
+
+
+# --- parent side (root): shared permissions and sealing ----------------------------------------
+
+def share_with(root: str, gid: int | None) -> None:
+    """Create the cache root; when root and candidates run unprivileged, open it to their
+    group (sticky) and seal/repair every published entry (old root-only 0700 entries too)."""
+    os.makedirs(root, exist_ok=True)
+    if gid is None or os.geteuid() != 0:
+        return
+    for path in (root, *(os.path.join(root, d) for d in SHARED_SUBDIRS)):
+        os.makedirs(path, exist_ok=True)
+        os.chown(path, 0, gid)
+        os.chmod(path, 0o3770)
+    seal(root)
+
+
+def _is_entry(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def seal(root: str) -> None:
+    """Give every published entry to root, read-only. An entry that is already root's and
+    read-only at the top is sealed (the top is done last) and skipped; a non-directory
+    under an entry name is not ours to trust and is removed."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in filter(_is_entry, names):
+        path = os.path.join(root, name)
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        elif not _has_meta(path):  # squatted by a candidate: would block the real build forever
+            shutil.rmtree(path, ignore_errors=True)
+        elif st.st_uid != 0 or st.st_mode & 0o222 or (st.st_mode & 0o005) != 0o005:
+            make_read_only(path, owner=(0, 0))
+
+
+def _has_meta(directory: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(os.path.join(directory, META)).st_mode)
+    except OSError:
+        return False
+
+
+def remove_builds_of(root: str, uid: int) -> None:
+    """Temp build dirs a finished candidate left (it was killed mid-build); the sticky root
+    stops other uids from removing them, so the parent does."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(root, name)
+        with contextlib.suppress(OSError):
+            if ".tmp." in name and os.lstat(path).st_uid == uid:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _read_meta(directory: str) -> dict | None:
@@ -192,6 +296,7 @@ class ExtensionCache:
             module, meta = None, {"ok": False, "log": log[-200_000:]}
         with open(os.path.join(tmp, META), "w") as f:
             json.dump(meta, f)
+        make_read_only(tmp)  # before publishing: no later candidate of another uid may overwrite it
         os.rename(tmp, final)  # atomic: readers see nothing or a complete entry
         return module, meta
 

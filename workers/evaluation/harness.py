@@ -157,11 +157,13 @@ def _note_sandbox(v: _Verdict, cand: CandidateRun) -> None:
     if hello is None:
         return
     v.fingerprint.update(network_isolated=hello["netns"], pid_namespace=hello["pidns"],
-                         rlimits=hello["rlimits"])
+                         rlimits=hello["rlimits"], **cand.sandbox)
     if not hello["netns"]:
         v.details["warnings"].append("no network namespace: the candidate ran with network access")
     if not hello["pidns"]:
         v.details["warnings"].append("no PID namespace: descendants that leave the process group may survive")
+    if cand.sandbox.get("process_cap", "").startswith("rlimit (not"):
+        v.details["warnings"].append("no pids cgroup and running as root: the process count was not capped")
 
 
 def _note_builds(v: _Verdict, cand: CandidateRun) -> None:

@@ -28,7 +28,7 @@ class ReferenceRun:
 def run_reference(reference_src: str, settings: EvalSettings, ws: Workspace, seeds: list[int],
                   timing_seeds: list[int], init_seed: int, do_timing: bool) -> ReferenceRun:
     job = {
-        "role": "reference", "limits": sandbox.rlimits_for(settings), "device": settings.device,
+        "role": "reference", "device": settings.device,
         "cpu_threads": settings.cpu_threads, "reference_path": ws.write(ws.ref, "reference.py", reference_src),
         "inputs_dir": ws.inputs, "outputs_dir": ws.ref, "seeds": seeds, "timing_seeds": timing_seeds,
         "init_seed": init_seed, "make_timing_inputs": settings.timing_meaningful, "do_timing": do_timing,
@@ -36,7 +36,11 @@ def run_reference(reference_src: str, settings: EvalSettings, ws: Workspace, see
         "timing_budget_mb": settings.timing_input_budget_mb, "l2_flush_mb": settings.l2_flush_mb,
     }
     env = sandbox.child_env(settings, ws.ref, f"ref-{uuid.uuid4().hex[:12]}")
-    outcome = sandbox.run_child(ws.write_job(ws.ref, job), ws.ref, env, sandbox.phase_limits(settings))
+    # The reference is trusted and keeps the worker's uid: it must write the candidate's
+    # inputs, and a shared uid with candidates would expose its expected outputs to them.
+    with sandbox.confinement(settings, unprivileged=False) as conf:
+        job["limits"] = conf.job_limits(settings)
+        outcome = sandbox.run_child(ws.write_job(ws.ref, job), ws.ref, env, sandbox.phase_limits(settings), conf)
     run = ReferenceRun()
     run.details = {"phase_wall_s": outcome.phase_wall_s}
     problem = _problem_with(outcome, len(seeds))

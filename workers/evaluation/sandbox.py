@@ -5,7 +5,9 @@ Measures (see isolation.py for the child side):
 * fresh `sys.executable -m workers.evaluation.runner` (never a fork of the worker);
 * own session and process group (start_new_session), killed with SIGKILL on timeout;
 * network namespace and PID namespace when the host allows unshare;
-* rlimits: AS (CPU device only), CPU, FSIZE, NPROC, CORE=0;
+* rlimits: AS (CPU device only), CPU, FSIZE, NPROC (when no pids cgroup), CORE=0;
+* a pids cgroup per child (and a memory cgroup on CUDA) when the host lets us (cgroups.py);
+* candidates run as an unprivileged uid of their own when we are root (sandbox_user.py);
 * environment allowlist, private HOME/TMPDIR/cwd, stdin closed, stdout/stderr to files;
 * results only over an inherited pipe fd (pass_fds), validated message by message.
 """
@@ -17,10 +19,11 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import channel
+from . import cgroups, channel, sandbox_user
 from .settings import EvalSettings
 
 HARNESS_ROOT = str(Path(__file__).resolve().parents[2])
@@ -75,11 +78,15 @@ def child_env(settings: EvalSettings, private_dir: str, sandbox_id: str, extra: 
         "PYTHONNOUSERSITE": "1",
         "PYTHONUNBUFFERED": "1",
         "TORCH_EXTENSIONS_DIR": os.path.join(private_dir, "torch_extensions"),
+        # inductor's default cache dir is named after getpass.getuser(), which fails for a
+        # sandbox uid without a passwd entry
+        "TORCHINDUCTOR_CACHE_DIR": os.path.join(private_dir, "inductor"),
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
         "OPENBLAS_NUM_THREADS": threads,
         "MAX_JOBS": str(settings.max_build_jobs),
-        "KTURN_SANDBOX": sandbox_id,
+        # Names the evaluating process, so leftovers can be traced to the evaluation that made them.
+        "KTURN_SANDBOX": f"{os.getpid()}-{sandbox_id}",
     })
     if settings.backend == "triton" and settings.device == "cpu":
         env["TRITON_INTERPRET"] = "1"
@@ -99,18 +106,69 @@ def rlimits_for(settings: EvalSettings) -> dict:
     }
 
 
+@dataclass
+class Confinement:
+    """What the parent set up around one child beyond rlimits: its cgroup and its uid."""
+    group: cgroups.Group | None = None
+    user: sandbox_user.SandboxUser | None = None
+
+    def job_limits(self, settings: EvalSettings, reach: tuple[str, ...] = ()) -> dict:
+        """reach: directories the child needs besides the interpreter and the harness."""
+        needed = [sys.base_prefix, sys.prefix, HARNESS_ROOT, *reach]
+        return {**rlimits_for(settings),
+                "cgroup_procs": self.group.procs_files if self.group else [],
+                "user": [self.user.uid, self.user.gid] if self.user else None,
+                "expose": sandbox_user.exposure_plan(needed) if self.user else []}
+
+    def kill(self) -> None:
+        if self.group is not None:
+            self.group.kill()
+
+    def describe(self, hello: dict | None) -> dict:
+        """Fingerprint fields: what actually took effect (the child says whether it joined)."""
+        joined = bool(self.group and hello and hello.get("cgroup"))
+        uid = hello.get("uid") if hello else None
+        if joined:
+            cap = f"cgroup-{self.group.version}"
+        elif uid is not None:
+            cap = "rlimit"
+        else:
+            cap = "rlimit (not enforced for root)" if os.geteuid() == 0 else "rlimit"
+        caps = self.group.describe() if joined else {}
+        return {"process_cap": cap, "memory_cgroup": caps.get("memory.max", caps.get("memory.limit_in_bytes")),
+                "sandbox_uid": uid}
+
+
+@contextmanager
+def confinement(settings: EvalSettings, unprivileged: bool):
+    """A fresh cgroup (and, for candidates, a uid of their own) for one child; on exit every
+    member of the group is killed and the group removed, the uid slot released."""
+    memory = settings.memory_limit_mb << 20 if settings.device == "cuda" else None
+    conf = Confinement(group=cgroups.create(settings.max_processes, memory))
+    try:
+        if unprivileged:
+            conf.user = sandbox_user.acquire(settings.sandbox_uid, settings.sandbox_uid_pool)
+        yield conf
+    finally:
+        if conf.group is not None:
+            conf.group.remove()
+        if conf.user is not None:
+            conf.user.release()
+
+
 def phase_limits(settings: EvalSettings) -> dict:
     return {"compile": settings.compile_timeout_s, "correctness": settings.run_timeout_s,
             "timing": settings.run_timeout_s}
 
 
-def _tail(path: str) -> str:
+def _tail(f) -> str:
+    """Read through the handle the child was given, never by path: the child owns its
+    directory and could have swapped the file for a symlink to something of root's."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - STREAM_TAIL_BYTES))
-            return f.read().decode(errors="replace")
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - STREAM_TAIL_BYTES))
+        return f.read().decode(errors="replace")
     except OSError:
         return ""
 
@@ -158,13 +216,13 @@ class _PhaseClock:
         return self.deadline - time.monotonic()
 
 
-def run_child(job_path: str, private_dir: str, env: dict, limits: dict) -> ChildOutcome:
+def run_child(job_path: str, private_dir: str, env: dict, limits: dict,
+              conf: Confinement | None = None) -> ChildOutcome:
     """Run one sandboxed job to completion, timeout or crash. Never raises for child behaviour."""
     read_fd, write_fd = os.pipe()
-    out_path = os.path.join(private_dir, "stdout.txt")
-    err_path = os.path.join(private_dir, "stderr.txt")
     outcome = ChildOutcome()
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+    with open(os.path.join(private_dir, "stdout.txt"), "w+b") as out, \
+            open(os.path.join(private_dir, "stderr.txt"), "w+b") as err:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "workers.evaluation.runner", "--fd", str(write_fd), "--job", job_path],
@@ -173,20 +231,22 @@ def run_child(job_path: str, private_dir: str, env: dict, limits: dict) -> Child
             )
         finally:
             os.close(write_fd)
-    try:
-        _pump(proc, read_fd, outcome, limits)
-    finally:
-        os.close(read_fd)
-        if proc.poll() is None:
-            try:
-                proc.wait(timeout=EXIT_GRACE_S if not outcome.timed_out else 0.1)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_tree(proc)
-        proc.wait()
-    _record_exit(proc, outcome)
-    outcome.stdout_tail = _tail(out_path)
-    outcome.stderr_tail = _tail(err_path)
+        try:
+            _pump(proc, read_fd, outcome, limits)
+        finally:
+            os.close(read_fd)
+            if proc.poll() is None:
+                try:
+                    proc.wait(timeout=EXIT_GRACE_S if not outcome.timed_out else 0.1)
+                except subprocess.TimeoutExpired:
+                    pass
+            kill_tree(proc)
+            if conf is not None:
+                conf.kill()  # descendants that left the process group and the PID namespace
+            proc.wait()
+        _record_exit(proc, outcome)
+        outcome.stdout_tail = _tail(out)
+        outcome.stderr_tail = _tail(err)
     return outcome
 
 

@@ -30,11 +30,16 @@ class EvalSettings:
     # --- additions ---
     strict_flags: tuple[str, ...] = DEFAULT_STRICT_FLAGS  # flags that disqualify (reward 0)
     skip_run_when_disqualified: bool = True  # a static strict flag ends the evaluation before any child runs
-    max_processes: int = 512          # RLIMIT_NPROC (per uid, and not enforced for root: see sandbox.py)
+    max_processes: int = 512          # pids cgroup per child; RLIMIT_NPROC where no cgroup (see cgroups.py)
     max_file_mb: int = 2048           # RLIMIT_FSIZE
     timing_input_budget_mb: int = 1024  # bytes of distinct timing input sets kept alive at once
     l2_flush_mb: int = 256            # GPU: buffer written between timed trials
     speedup_disagreement_factor: float = 2.0  # recheck speedup off by more than this: not believed
+    # When the harness runs as root, each candidate runs as a uid of its own from
+    # [sandbox_uid, sandbox_uid + sandbox_uid_pool), group sandbox_uid (see sandbox_user.py).
+    # Unassigned ids by default: no host account or file belongs to them. 0 turns it off.
+    sandbox_uid: int = 1_000_000_000
+    sandbox_uid_pool: int = 64
 
     def __post_init__(self) -> None:
         # settings round-trip through JSON (run configs): lists come back, keep it hashable

@@ -7,6 +7,11 @@
 
 The reference directory is deleted before the candidate starts, so expected outputs and
 seeds exist only in the parent's memory while candidate code runs.
+
+When candidates run as a uid of their own, <root> is 0711 (the candidate may pass through
+to its own directory but not list the workspace) and <root>/cand and everything the
+candidate writes to are handed to its uid, mode 0700; files the parent and the reference
+put there stay root's and world-readable, so the candidate can read them.
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ import os
 import shutil
 import tempfile
 import time
+
+from . import sandbox_user
 
 PREFIX = "kturn-eval-"
 STALE_AFTER_S = 60.0
@@ -72,6 +79,15 @@ class Workspace:
 
     def write_job(self, directory: str, job: dict) -> str:
         return self.write(directory, "job.json", json.dumps(job))
+
+    def hand_over(self, user) -> None:
+        """Give the candidate's directories to its uid (user: sandbox_user.SandboxUser or None)."""
+        if user is None:
+            return
+        os.chmod(self.root, 0o711)
+        for path in (self.cand, self.inputs, self.outputs, os.path.join(self.cand, "tmp")):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            sandbox_user.hand_over(path, user)
 
     def drop_reference(self) -> None:
         shutil.rmtree(self.ref, ignore_errors=True)
