@@ -111,9 +111,3 @@ def cancel(session: Session, run_id: int) -> int:
         run.finished_at = utcnow()
     return cancelled
 
-
-def open_turn_states(session: Session, run_id: int) -> dict[str, int]:
-    rows = session.execute(
-        select(Turn.state, func.count(Turn.id)).join(Trajectory, Trajectory.id == Turn.trajectory_id).where(Trajectory.run_id == run_id).group_by(Turn.state)
-    )
-    return {state: count for state, count in rows}

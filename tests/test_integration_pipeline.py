@@ -233,3 +233,16 @@ def test_cancel_ends_open_turns_and_reconcile_leaves_them(cluster, db, redis_url
     assert rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id) == [{"status": "cancelled"}]
     report = cluster.kturn_json("reconcile", "--older-than", "0")
     assert not {turn_id for _, turn_id in report["requeued"]} & {t["id"] for t in turns}
+
+
+def test_early_stop_ends_the_trajectory_at_the_rewarding_turn(cluster, db):
+    # Scaled add: turn 0 is incorrect (reward 0.1), turn 1 correct (reward >= 0.4): a threshold of
+    # 0.4 ends the trajectory there instead of running all three turns.
+    args = run_args(cluster, 1, 3, "--id", "2")
+    args[args.index("--early-stop") + 1] = "0.4"
+    run_id = cluster.kturn_json(*args, "--wait", timeout=600)["run"]
+    turns = turns_of(db, run_id)
+    assert [t["turn_index"] for t in turns] == [0, 1]
+    assert turns[0]["reward"] < 0.4 <= turns[1]["reward"]
+    assert turns[0]["trajectory_status"] == "completed"
+    assert turns[0]["return"] == pytest.approx(turns[0]["reward"] + 0.4 * turns[1]["reward"], abs=1e-6)
