@@ -49,6 +49,8 @@ def _execute(message) -> None:
     args, kwargs, _embed = message.decode()
     try:
         task(*args, **kwargs)
+    except Exception:  # as a real worker does: log it and take the next task
+        log.exception("task %s%r raised", task.name, tuple(args))
     finally:
         # acks_late, as in a real worker: a task that raised stays claimed until its lease runs out.
         message.ack()

@@ -96,7 +96,7 @@ def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
         log.info("turn %s: not waiting for %s (a duplicate or late delivery); nothing to do", turn_id, stage.name)
         return
     with LeaseHeartbeat(url, claim, settings.lease_seconds):
-        outcome = work(context)
+        outcome = _guarded(stage, work, context)
     follow_up: list[tuple[Stage, int]] = []
     with session_scope(url) as session:
         if outcome.failure is not None:
@@ -113,6 +113,16 @@ def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
         log.warning("turn %s: claim for %s was handed on before the work finished; result dropped", turn_id, stage.name)
     for next_stage, next_turn in follow_up:
         enqueue(next_stage, next_turn)
+
+
+def _guarded(stage: Stage, work: Work, context: TurnContext) -> Outcome:
+    """The stage cores turn whatever a model wrote into an outcome; an exception here is a bug in
+    kturn, so the turn fails with the error on record instead of going round the queue again."""
+    try:
+        return work(context)
+    except Exception as error:
+        log.exception("turn %s: %s raised", context.turn_id, stage.name)
+        return Outcome(failure=f"internal error in {stage.name}: {type(error).__name__}: {error}"[:2000])
 
 
 def _advance(session, context: TurnContext, reward: float) -> list[tuple[Stage, int]]:
