@@ -44,7 +44,7 @@ class Generator(str, Enum):
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -56,13 +56,24 @@ def database_url(migrate_embedded: bool = True) -> str:
     """The database URL, checked to be at the newest schema (the embedded SQLite migrates itself)."""
     from db.migrate import is_current, upgrade
 
+    from sqlalchemy.exc import OperationalError
+
     settings = get_settings()
     url = settings.sqlalchemy_url
-    if settings.database_url is None and migrate_embedded:
-        upgrade(url)
-    elif not is_current(url):
-        raise fail("the database schema is not current: run `kturn db upgrade` first")
+    try:
+        if settings.database_url is None and migrate_embedded:
+            upgrade(url)
+        elif not is_current(url):
+            raise fail("the database schema is not current: run `kturn db upgrade` first")
+    except OperationalError as error:
+        raise fail(f"cannot reach the database ({_redacted(url)}): {error.orig}") from None
     return url
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def check_backend(backend: Backend, device: Device) -> None:
@@ -130,8 +141,13 @@ def _readable(error: Exception) -> str:
 def start_and_follow(config, loaded, wait: bool, json_output: bool) -> None:
     from orchestrator.planning import start_run
 
+    from kombu.exceptions import OperationalError as BrokerError
+
     url = database_url()
-    run_id = start_run(config, loaded)
+    try:
+        run_id = start_run(config, loaded)
+    except BrokerError as error:
+        raise fail(f"the run was stored but its turns could not be enqueued ({error}); once the broker is back, `kturn reconcile` enqueues them", code=1) from None
     if not json_output:
         console.print(f"run [bold]{run_id}[/]: {len(loaded)} problem(s) × {config.samples} sample(s), up to {config.max_turns} turn(s)")
     if get_settings().embedded:
@@ -256,9 +272,14 @@ def reconcile(
     """Re-enqueue turns whose lease expired or whose message was lost (a wiped Redis included)."""
     from orchestrator.reconciler import reconcile as run_reconcile
 
+    from kombu.exceptions import OperationalError as BrokerError
+
     database_url()
     while True:
-        report = run_reconcile(older_than)
+        try:
+            report = run_reconcile(older_than)
+        except BrokerError as error:
+            raise fail(f"cannot reach the broker: {error}", code=1) from None
         if json_output:
             print_json({"expired": report.expired, "requeued": report.requeued, "failed": report.failed})
         else:
@@ -271,9 +292,15 @@ def reconcile(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Create or migrate the schema to the newest revision."""
+    from sqlalchemy.exc import OperationalError
+
     from db.migrate import upgrade
 
-    upgrade(get_settings().sqlalchemy_url, revision)
+    url = get_settings().sqlalchemy_url
+    try:
+        upgrade(url, revision)
+    except OperationalError as error:
+        raise fail(f"cannot reach the database ({_redacted(url)}): {error.orig}") from None
     console.print(f"database at {revision}")
 
 

@@ -38,7 +38,7 @@ def run_row(run: Run, trajectories: int, finished: int) -> dict[str, Any]:
     return {
         "run": run.id,
         "status": run.status,
-        "created_at": run.created_at.isoformat(),
+        "created_at": run.created_at.isoformat(timespec="seconds"),
         "generator": config.get("generator"),
         "model": config.get("model"),
         "backend": config.get("evaluation", {}).get("backend"),
