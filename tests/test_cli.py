@@ -16,8 +16,8 @@ CLEAN_KEYS = {"file", "degenerate", "severity", "truncated_at", "cleaned", "thin
 EVAL_KEYS = {"compiled", "correct", "runtime_ms", "baseline_ms", "speedup", "reward", "flags", "error", "feedback"}
 
 
-def kturn(*args: str, cwd: Path, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+def kturn(*args: str, cwd: Path, stdin: str | None = None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}, **(env or {})}
     return subprocess.run([KTURN, *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
 
 
@@ -88,3 +88,10 @@ def test_run_rejects_bad_settings_clearly(tmp_path, args, message):
     result = kturn("run", str(ROOT / "orchestrator/data/problems"), "--backend", "cpp", "--device", "cpu", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path):
+    result = kturn("runs", cwd=tmp_path, env={"DATABASE_URL": "postgresql://kturn:secret@127.0.0.1:1/kturn"})
+    assert result.returncode == 2
+    assert "cannot reach the database" in result.stderr and "secret" not in result.stderr
+    assert "Traceback" not in result.stderr
