@@ -98,16 +98,22 @@ def complete_if_finished(session: Session, run_id: int) -> bool:
 
 
 def cancel(session: Session, run_id: int) -> int:
-    """Cancel a run: its open trajectories and turns end as cancelled. Returns the turns cancelled."""
-    run = session.get(Run, run_id, with_for_update=True)
+    """Cancel a run: its open trajectories and turns end as cancelled. Returns the turns cancelled.
+
+    Trajectory rows are locked before turn rows and the run row, the order every stage keeps."""
     open_ids = list(
-        session.scalars(select(Trajectory.id).where(Trajectory.run_id == run_id, Trajectory.status == TrajectoryStatus.running.value))
+        session.scalars(
+            select(Trajectory.id)
+            .where(Trajectory.run_id == run_id, Trajectory.status == TrajectoryStatus.running.value)
+            .order_by(Trajectory.id)
+            .with_for_update()
+        )
     )
     for trajectory_id in open_ids:
         turn_queries.finish_trajectory(session, trajectory_id, TrajectoryStatus.cancelled, None)
     cancelled = turn_queries.cancel_open(session, open_ids)
+    run = session.get(Run, run_id, with_for_update=True)
     if run.status == RunStatus.running.value:
         run.status = RunStatus.cancelled.value
         run.finished_at = utcnow()
     return cancelled
-

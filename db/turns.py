@@ -18,8 +18,9 @@ from db.models import FINAL_TURN_STATES, Trajectory, TrajectoryStatus, Turn, Tur
 @dataclass(frozen=True)
 class Claim:
     turn_id: int
-    attempt: int
+    attempt: int  # the fence: a store is accepted only while `attempts` still equals it
     working: TurnState
+    stage_attempt: int = 1
 
 
 def claim(session: Session, turn_id: int, waiting: TurnState, working: TurnState, worker: str, lease_seconds: float) -> Claim | None:
@@ -35,9 +36,30 @@ def claim(session: Session, turn_id: int, waiting: TurnState, working: TurnState
             lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
             updated_at=utcnow(),
         )
-        .returning(Turn.attempts)
+        .returning(Turn.attempts, Turn.stage_attempts)
     ).first()
-    return None if result is None else Claim(turn_id, result[0], working)
+    return None if result is None else Claim(turn_id, result[0], working, result[1])
+
+
+def claim_of(turn: Turn) -> Claim:
+    """The claim a working turn is held under (for the reconciler, which acts in its place)."""
+    return Claim(turn.id, turn.attempts, TurnState(turn.state), turn.stage_attempts)
+
+
+def release_claim(session: Session, claim: Claim, waiting: TurnState) -> bool:
+    """Hand a claimed turn back to its waiting state (to be claimed again), if `claim` still holds it."""
+    result = session.execute(
+        update(Turn)
+        .where(Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt)
+        .values(state=waiting.value, lease_expires_at=None, claimed_by=None, updated_at=utcnow())
+    )
+    return result.rowcount == 1
+
+
+def lock_trajectory(session: Session, trajectory_id: int) -> Trajectory:
+    """Lock the trajectory row. Every path that ends a trajectory or adds a turn to it takes this
+    lock first (and before any turn row), so cancelling and advancing cannot interleave."""
+    return session.get(Trajectory, trajectory_id, with_for_update=True, populate_existing=True)
 
 
 def store(session: Session, claim: Claim, next_state: TurnState, **values: Any) -> bool:
@@ -70,33 +92,29 @@ def add_next(session: Session, trajectory_id: int, turn_index: int) -> int:
     return turn.id
 
 
-def finish_trajectory(session: Session, trajectory_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> None:
-    """End a trajectory; `returns` maps turn index → discounted return (None for a failed one)."""
-    trajectory = session.get(Trajectory, trajectory_id)
+def finish_trajectory(session: Session, trajectory_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> bool:
+    """End a running trajectory; `returns` maps turn index → discounted return (None for a failed one).
+    False when it had already ended (cancelled meanwhile, say)."""
+    trajectory = lock_trajectory(session, trajectory_id)
+    if trajectory.status != TrajectoryStatus.running.value:
+        return False
     trajectory.status = status.value
     trajectory.finished_at = utcnow()
     if returns:
         trajectory.return_ = returns[0]
         for turn in trajectory.turns:
             turn.return_ = returns.get(turn.turn_index)
+    return True
 
 
 def expired_leases(session: Session, now: datetime) -> list[Turn]:
     working = [TurnState.generating.value, TurnState.cleaning.value, TurnState.evaluating.value]
-    return list(session.scalars(select(Turn).where(Turn.state.in_(working), Turn.lease_expires_at < now).with_for_update()))
+    return list(session.scalars(select(Turn).where(Turn.state.in_(working), Turn.lease_expires_at < now).order_by(Turn.id)))
 
 
 def waiting_since(session: Session, before: datetime) -> list[Turn]:
     waiting = [TurnState.pending.value, TurnState.generated.value, TurnState.cleaned.value]
     return list(session.scalars(select(Turn).where(Turn.state.in_(waiting), Turn.updated_at <= before).order_by(Turn.id)))
-
-
-def release(session: Session, turn: Turn, waiting: TurnState) -> None:
-    """Hand an expired claim back to its waiting state so the stage can be claimed again."""
-    turn.state = waiting.value
-    turn.lease_expires_at = None
-    turn.claimed_by = None
-    turn.updated_at = utcnow()
 
 
 def cancel_open(session: Session, trajectory_ids: list[int]) -> int:

@@ -8,7 +8,10 @@ delivered again and the duplicate finds its turn already claimed or done).
 """
 from __future__ import annotations
 
-from celery import Celery
+import ctypes
+import sys
+
+from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from orchestrator.settings import get_settings
@@ -39,6 +42,18 @@ def create_app() -> Celery:
         worker_hijack_root_logger=False,
     )
     return celery
+
+
+PR_SET_DUMPABLE = 4
+
+
+@signals.worker_init.connect
+@signals.worker_process_init.connect
+def _hide_worker_environment(**_kwargs) -> None:
+    """Make the worker's processes non-dumpable: their /proc/<pid>/environ (DATABASE_URL, REDIS_URL)
+    then belongs to root, unreadable to a sandboxed candidate that runs under the worker's own uid."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 app = create_app()

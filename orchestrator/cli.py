@@ -127,6 +127,10 @@ def run(
         config.evaluation.update(backend=backend.value, device=device.value, **({"run_timeout_s": timeout} if timeout else {}))
         config = RunConfig.model_validate(config.model_dump())
         loaded = load_problems(problems, level or (), ids or ())
+        if config.generator == "replay":
+            from workers.generation import make_backend
+
+            make_backend("replay", replay_path=config.replay_path)  # a malformed file fails here, before the run exists
     except (ValidationError, ValueError) as error:
         raise fail(_readable(error)) from None
     start_and_follow(config, loaded, wait, json_output)
@@ -170,6 +174,8 @@ def follow_embedded(url: str, run_id: int, quiet: bool) -> None:
     with _progress(quiet) as progress:
         bar = progress.add_task("run", total=run_progress(url, run_id)[1])
         embedded.run_until(lambda: run_finished(url, run_id), on_task=lambda: progress.update(bar, completed=run_progress(url, run_id)[0]))
+    if not run_finished(url, run_id):
+        errors.print(f"run {run_id} stopped before its end (a turn is still claimed, or its message was lost): `kturn reconcile` resumes it", soft_wrap=True)
 
 
 def follow_cluster(url: str, run_id: int, quiet: bool, poll_s: float = 1.0) -> None:
@@ -274,16 +280,25 @@ def reconcile(
 
     from kombu.exceptions import OperationalError as BrokerError
 
+    from sqlalchemy.exc import OperationalError
+
     database_url()
     while True:
         try:
             report = run_reconcile(older_than)
-        except BrokerError as error:
-            raise fail(f"cannot reach the broker: {error}", code=1) from None
-        if json_output:
-            print_json({"expired": report.expired, "requeued": report.requeued, "failed": report.failed})
+        except (BrokerError, OperationalError) as error:
+            if every is None:
+                raise fail(f"cannot reach the broker or the database: {error}", code=1) from None
+            errors.print(f"reconcile failed, trying again in {every:g} s: {error}", highlight=False, soft_wrap=True)
         else:
-            console.print(f"{len(report.expired)} expired lease(s), {len(report.requeued)} turn(s) re-enqueued, {len(report.failed)} failed")
+            if json_output:
+                print_json({"expired": report.expired, "requeued": report.requeued, "failed": report.failed})
+            else:
+                console.print(f"{len(report.expired)} expired lease(s), {len(report.requeued)} turn(s) re-enqueued, {len(report.failed)} failed")
+            if get_settings().embedded:
+                from orchestrator import embedded
+
+                embedded.run_until(lambda: False)  # the embedded broker lives in this process: run what was re-enqueued
         if every is None:
             return
         time.sleep(every)
@@ -390,7 +405,10 @@ def reclean(run_id: Annotated[int, typer.Argument(metavar="RUN")], dry_run: Anno
     from workers.cleaning.tasks import cleaning_columns
 
     url = database_url()
-    settings = RunConfig.model_validate(existing_run(url, run_id).config).cleaning_settings()
+    run_row = existing_run(url, run_id)
+    if run_row.status == "running":
+        raise fail(f"run {run_id} is still running: reclean it once it has ended (its later prompts are built from the cleaned answers)")
+    settings = RunConfig.model_validate(run_row.config).cleaning_settings()
     changed = []
     with session_scope(url) as session:
         stored = turn_queries.with_raw_response(session, run_id)

@@ -24,7 +24,6 @@ def run_until(finished: Callable[[], bool], on_task: Callable[[], None] = lambda
             while not finished():
                 message = _next_message(queues)
                 if message is None:
-                    log.warning("no task left to run, but the run is not finished: run `kturn reconcile`")
                     break
                 _execute(message)
                 executed += 1
@@ -52,5 +51,5 @@ def _execute(message) -> None:
     except Exception:  # as a real worker does: log it and take the next task
         log.exception("task %s%r raised", task.name, tuple(args))
     finally:
-        # acks_late, as in a real worker: a task that raised stays claimed until its lease runs out.
+        # acks_late, as in a real worker: acknowledged once the task has run, whatever its end.
         message.ack()

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from db import runs as run_queries
 from db import turns as turn_queries
 from db.models import TrajectoryStatus, TurnState, utcnow
@@ -86,6 +88,15 @@ def load_context(session, turn_id: int) -> TurnContext:
     )
 
 
+class StageRetry(Exception):
+    """Raised by a stage's work when the failure is not the model's (a harness fault, a reference
+    that timed out on a loaded host): the turn goes back to its queue instead of being scored."""
+
+
+# Not the model's doing and likely to pass: the turn is handed back and tried again.
+RETRYABLE = (StageRetry, OperationalError, OSError)
+
+
 def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
     settings = get_settings()
     url = settings.sqlalchemy_url
@@ -95,39 +106,71 @@ def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
     if claim is None:
         log.info("turn %s: not waiting for %s (a duplicate or late delivery); nothing to do", turn_id, stage.name)
         return
-    with LeaseHeartbeat(url, claim, settings.lease_seconds):
-        outcome = _guarded(stage, work, context)
-    follow_up: list[tuple[Stage, int]] = []
+    try:
+        with LeaseHeartbeat(url, claim, settings.lease_seconds):
+            outcome = _guarded(stage, work, context)
+    except RETRYABLE as error:
+        retry_or_fail(stage, claim, context.trajectory_id, context.run_id, f"{type(error).__name__}: {error}")
+        return
     with session_scope(url) as session:
-        if outcome.failure is not None:
-            stored = turn_queries.store(session, claim, TurnState.failed, error=outcome.failure, **outcome.values)
-            if stored:
-                end_trajectory(session, context.trajectory_id, context.run_id, TrajectoryStatus.failed, None)
-        else:
-            stored = turn_queries.store(session, claim, stage.done, **{STAGE_TIMESTAMP[stage.name]: utcnow()}, **outcome.values)
-            if stored and stage is EVALUATE:
-                follow_up = _advance(session, context, outcome.reward or 0.0)
-            elif stored:
-                follow_up = [(NEXT_STAGE[stage.name], turn_id)]
-    if not stored:
-        log.warning("turn %s: claim for %s was handed on before the work finished; result dropped", turn_id, stage.name)
+        follow_up = _store(session, stage, claim, context, outcome)
     for next_stage, next_turn in follow_up:
         enqueue(next_stage, next_turn)
 
 
+def _store(session, stage: Stage, claim: turn_queries.Claim, context: TurnContext, outcome: Outcome) -> list[tuple[Stage, int]]:
+    """Store the outcome and decide what follows, in one transaction. Returns what to enqueue."""
+    turn_queries.lock_trajectory(session, context.trajectory_id)  # before the turn row: see lock_trajectory
+    if outcome.failure is not None:
+        if turn_queries.store(session, claim, TurnState.failed, error=outcome.failure, **outcome.values):
+            end_trajectory(session, context.trajectory_id, context.run_id, TrajectoryStatus.failed, None)
+        return []
+    if not turn_queries.store(session, claim, stage.done, **{STAGE_TIMESTAMP[stage.name]: utcnow()}, **outcome.values):
+        log.warning("turn %s: claim for %s was handed on before the work finished; result dropped", claim.turn_id, stage.name)
+        return []
+    if stage is EVALUATE:
+        return _advance(session, context, outcome.reward or 0.0)
+    return [(NEXT_STAGE[stage.name], claim.turn_id)]
+
+
+def retry_or_fail(stage: Stage, claim: turn_queries.Claim, trajectory_id: int, run_id: int, reason: str) -> str | None:
+    """Hand the turn back to its queue ("requeued"), or fail it once its stage has been tried
+    max_attempts times ("failed"); None when the claim no longer holds the turn."""
+    settings = get_settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        turn_queries.lock_trajectory(session, trajectory_id)
+        if claim.stage_attempt >= settings.max_attempts:
+            error = f"{stage.name} failed {claim.stage_attempt} times; last: {reason}"[:2000]
+            if not turn_queries.store(session, claim, TurnState.failed, error=error):
+                return None
+            end_trajectory(session, trajectory_id, run_id, TrajectoryStatus.failed, None)
+            log.error("turn %s: %s", claim.turn_id, error)
+            return "failed"
+        if not turn_queries.release_claim(session, claim, stage.waiting):
+            return None
+    log.warning("turn %s: %s will be tried again (%s)", claim.turn_id, stage.name, reason)
+    enqueue(stage, claim.turn_id)
+    return "requeued"
+
+
 def _guarded(stage: Stage, work: Work, context: TurnContext) -> Outcome:
-    """The stage cores turn whatever a model wrote into an outcome; an exception here is a bug in
-    kturn, so the turn fails with the error on record instead of going round the queue again."""
+    """The stage cores turn whatever a model wrote into an outcome; any other exception is a bug in
+    kturn, so the turn fails with the error on record instead of going round the queue forever."""
     try:
         return work(context)
+    except RETRYABLE:
+        raise
     except Exception as error:
         log.exception("turn %s: %s raised", context.turn_id, stage.name)
         return Outcome(failure=f"internal error in {stage.name}: {type(error).__name__}: {error}"[:2000])
 
 
 def _advance(session, context: TurnContext, reward: float) -> list[tuple[Stage, int]]:
-    """After an evaluation: the next turn (pending, to generate), or the end of the trajectory."""
+    """After an evaluation: the next turn (pending, to generate), or the end of the trajectory.
+    Nothing follows a trajectory that was cancelled meanwhile."""
     config = context.config
+    if turn_queries.lock_trajectory(session, context.trajectory_id).status != TrajectoryStatus.running.value:
+        return []
     early_stop = config.early_stop_reward is not None and reward >= config.early_stop_reward
     if context.turn_index + 1 < config.max_turns and not early_stop:
         return [(GENERATE, turn_queries.add_next(session, context.trajectory_id, context.turn_index + 1))]
@@ -138,6 +181,5 @@ def _advance(session, context: TurnContext, reward: float) -> list[tuple[Stage, 
 
 
 def end_trajectory(session, trajectory_id: int, run_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> None:
-    turn_queries.finish_trajectory(session, trajectory_id, status, returns)
-    if run_queries.complete_if_finished(session, run_id):
+    if turn_queries.finish_trajectory(session, trajectory_id, status, returns) and run_queries.complete_if_finished(session, run_id):
         log.info("run %s completed", run_id)

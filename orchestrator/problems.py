@@ -97,6 +97,8 @@ def load_jsonl(path: Path) -> list[ProblemSpec]:
         if not isinstance(item, dict) or not isinstance(item.get("label"), str):
             raise ProblemError(f"{origin}: each line needs a 'label' holding the reference program")
         extra = item.get("extra_info") or {}
+        if not isinstance(extra, dict):
+            raise ProblemError(f"{origin}: 'extra_info' must be an object")
         validate_source(item["label"], origin)
         name = extra.get("problem_name") or item.get("instance_id") or f"{path.stem}_{number}"
         problems.append(
@@ -117,11 +119,14 @@ def _int_or_none(value) -> int | None:
 def load_path(path: Path) -> list[ProblemSpec]:
     if not path.exists():
         raise ProblemError(f"{path}: no such file or directory")
-    if path.is_dir():
-        return load_kernelbench_dir(path)
-    if path.suffix == ".jsonl":
-        return load_jsonl(path)
-    return [load_file(path)]
+    try:
+        if path.is_dir():
+            return load_kernelbench_dir(path)
+        if path.suffix == ".jsonl":
+            return load_jsonl(path)
+        return [load_file(path)]
+    except (OSError, UnicodeDecodeError) as error:
+        raise ProblemError(f"{path}: cannot be read ({error})") from None
 
 
 def load_problems(paths: Iterable[Path], levels: Iterable[int] = (), ids: Iterable[int] = ()) -> list[ProblemSpec]:

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from db import turns as turn_queries
-from db.models import TrajectoryStatus, TurnState, utcnow
+from db.models import utcnow
 from db.session import session_scope
 from orchestrator.broker_queue import queued_turns
-from orchestrator.pipeline import end_trajectory
+from orchestrator.pipeline import retry_or_fail
 from orchestrator.queues import enqueue
 from orchestrator.settings import get_settings
-from orchestrator.stages import BY_WAITING_STATE, BY_WORKING_STATE, Stage
+from orchestrator.stages import BY_WAITING_STATE, BY_WORKING_STATE
 
 log = logging.getLogger("kturn.reconciler")
 
@@ -29,26 +29,22 @@ def reconcile(older_than_s: float = 60.0) -> ReconcileReport:
     """`older_than_s` is the grace a waiting turn gets before its message counts as lost."""
     settings = get_settings()
     report = ReconcileReport()
-    to_enqueue: dict[int, Stage] = {}
     in_broker = queued_turns()
     now = utcnow()
     with session_scope(settings.sqlalchemy_url) as session:
-        for turn in turn_queries.expired_leases(session, now):
-            stage = BY_WORKING_STATE[turn.state]
-            report.expired.append(turn.id)
-            if turn.stage_attempts >= settings.max_attempts:
-                turn.state, turn.error = TurnState.failed.value, f"{stage.name} lost its worker {turn.stage_attempts} times (lease expired)"
-                end_trajectory(session, turn.trajectory_id, turn.trajectory.run_id, TrajectoryStatus.failed, None)
-                report.failed.append(turn.id)
-            else:
-                turn_queries.release(session, turn, stage.waiting)
-                to_enqueue[turn.id] = stage
-        for turn in turn_queries.waiting_since(session, now - timedelta(seconds=older_than_s)):
-            stage = BY_WAITING_STATE[turn.state]
-            if in_broker is None or (stage.task_name, turn.id) not in in_broker:
-                to_enqueue.setdefault(turn.id, stage)
-    for turn_id, stage in to_enqueue.items():
-        enqueue(stage, turn_id)
-        report.requeued.append((stage.name, turn_id))
-        log.info("turn %s re-enqueued for %s", turn_id, stage.name)
+        expired = [(turn_queries.claim_of(t), t.trajectory_id, t.trajectory.run_id) for t in turn_queries.expired_leases(session, now)]
+        waiting = [(t.id, BY_WAITING_STATE[t.state]) for t in turn_queries.waiting_since(session, now - timedelta(seconds=older_than_s))]
+    for claim, trajectory_id, run_id in expired:
+        stage = BY_WORKING_STATE[claim.working.value]
+        report.expired.append(claim.turn_id)
+        outcome = retry_or_fail(stage, claim, trajectory_id, run_id, "lease expired: its worker stopped renewing it")
+        if outcome == "requeued":
+            report.requeued.append((stage.name, claim.turn_id))
+        elif outcome == "failed":
+            report.failed.append(claim.turn_id)
+    for turn_id, stage in waiting:
+        if in_broker is None or (stage.task_name, turn_id) not in in_broker:
+            enqueue(stage, turn_id)
+            report.requeued.append((stage.name, turn_id))
+            log.info("turn %s re-enqueued for %s", turn_id, stage.name)
     return report

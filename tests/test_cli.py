@@ -95,3 +95,11 @@ def test_unreachable_database_is_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert "cannot reach the database" in result.stderr and "secret" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_with_a_malformed_replay_file_creates_nothing(tmp_path):
+    replay = tmp_path / "answers.jsonl"
+    replay.write_text('{"problem": "level1/1_ReLU", "turn": 0, "text": "ok"}\nnot json\n')
+    result = kturn("run", str(ROOT / "orchestrator/data/problems"), "--backend", "cpp", "--device", "cpu", "--generator", "replay", "--replay", str(replay), cwd=tmp_path)
+    assert result.returncode == 2 and "answers.jsonl" in result.stderr and "2" in result.stderr
+    assert json.loads(kturn("runs", "--json", cwd=tmp_path).stdout) == []

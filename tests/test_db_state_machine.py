@@ -43,7 +43,7 @@ def test_store_needs_the_latest_claim(url, turn_id):
     with session_scope(url) as session:
         stale = turn_queries.claim(session, turn_id, TurnState.pending, TurnState.generating, "w1", 60)
     with session_scope(url) as session:
-        turn_queries.release(session, session.get(Turn, turn_id), TurnState.pending)  # what the reconciler does
+        assert turn_queries.release_claim(session, stale, TurnState.pending)  # what the reconciler does
     with session_scope(url) as session:
         fresh = turn_queries.claim(session, turn_id, TurnState.pending, TurnState.generating, "w2", 60)
     with session_scope(url) as session:
@@ -69,3 +69,14 @@ def test_run_creation_is_one_transaction(url):
         raise RuntimeError("crash before commit")
     with session_scope(url) as session:
         assert run_queries.get(session, run_id) is None
+
+
+def test_a_cancelled_trajectory_is_not_ended_again(url, turn_id):
+    from db.models import TrajectoryStatus
+
+    with session_scope(url) as session:
+        trajectory_id = session.scalar(select(Turn.trajectory_id).where(Turn.id == turn_id))
+        assert turn_queries.finish_trajectory(session, trajectory_id, TrajectoryStatus.cancelled, None)
+    with session_scope(url) as session:
+        assert not turn_queries.finish_trajectory(session, trajectory_id, TrajectoryStatus.completed, {0: 1.0})
+        assert turn_queries.lock_trajectory(session, trajectory_id).status == "cancelled"

@@ -242,7 +242,7 @@ def test_early_stop_ends_the_trajectory_at_the_rewarding_turn(cluster, db):
     args[args.index("--early-stop") + 1] = "0.4"
     run_id = cluster.kturn_json(*args, "--wait", timeout=600)["run"]
     turns = turns_of(db, run_id)
-    assert [t["turn_index"] for t in turns] == [0, 1]
+    assert [t["turn_index"] for t in turns] == [0, 1], [(t["state"], t["reward"], t["error"]) for t in turns]
     assert turns[0]["reward"] < 0.4 <= turns[1]["reward"]
     assert turns[0]["trajectory_status"] == "completed"
     assert turns[0]["return"] == pytest.approx(turns[0]["reward"] + 0.4 * turns[1]["reward"], abs=1e-6)

@@ -55,3 +55,10 @@ def test_bad_jsonl_line_is_named(tmp_path):
 def test_missing_path(tmp_path):
     with pytest.raises(ProblemError, match="no such file"):
         load_problems([tmp_path / "nope"])
+
+
+def test_jsonl_extra_info_must_be_an_object(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"label": GOOD, "extra_info": "level 1"}) + "\n")
+    with pytest.raises(ProblemError, match=r"p\.jsonl:1: 'extra_info' must be an object"):
+        load_problems([path])

@@ -5,11 +5,15 @@ from db import baselines
 from db.session import session_scope
 from orchestrator.app import app
 from orchestrator.feedback import cleaning_feedback, evaluation_feedback
-from orchestrator.pipeline import Outcome, TurnContext, run_stage
+from orchestrator.pipeline import Outcome, StageRetry, TurnContext, run_stage
 from orchestrator.rewards import verdict_reward
 from orchestrator.settings import get_settings
 from orchestrator.stages import EVALUATE
 from workers.evaluation import EvalResult, Timing, device_fingerprint, evaluate, fingerprint_key
+
+
+# The harness or the reference failed: scoring the candidate 0 would put a wrong label in the data.
+NOT_THE_MODELS_FAULT = ("harness_error", "reference_error")
 
 
 def no_code_outcome(context: TurnContext) -> Outcome:
@@ -47,6 +51,8 @@ def evaluate_turn(context: TurnContext) -> Outcome:
     device_key = baseline_key(settings)
     baseline = cached_baseline(problem_hash, device_key)
     result = evaluate(context.problem.source, context.code, settings, baseline=baseline)
+    if result.error_kind in NOT_THE_MODELS_FAULT:
+        raise StageRetry(f"{result.error_kind}: {result.error}")
     if baseline is None and result.baseline is not None and result.timing_meaningful:
         cache_baseline(problem_hash, device_key, result)
     verdict = result.as_dict()
