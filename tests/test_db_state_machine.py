@@ -80,3 +80,13 @@ def test_a_cancelled_trajectory_is_not_ended_again(url, turn_id):
     with session_scope(url) as session:
         assert not turn_queries.finish_trajectory(session, trajectory_id, TrajectoryStatus.completed, {0: 1.0})
         assert turn_queries.lock_trajectory(session, trajectory_id).status == "cancelled"
+
+
+def test_baseline_put_twice_keeps_the_latest(url):
+    from db import baselines
+
+    for median in (2.0, 1.5):
+        with session_scope(url) as session:
+            baselines.put(session, "f" * 64, "device", median, 0.1, 20, {"device": "cpu"})
+    with session_scope(url) as session:
+        assert baselines.get(session, "f" * 64, "device").median_ms == 1.5
