@@ -16,6 +16,8 @@ from workers.evaluation import EvalSettings, Timing, device_fingerprint, fingerp
 from workers.evaluation import channel, compile_errors, correctness, static_checks, timing
 from workers.evaluation.compile_cache import CompileError, ExtensionCache
 from workers.evaluation.flags import DEFAULT_STRICT_FLAGS
+from workers.evaluation.timer_guard import ModuleGuard
+from workers.evaluation.timing_audit import audit_flags
 
 FP32 = "import torch\n"
 HEADER = "import torch\nimport torch.nn as nn\nfrom torch.utils.cpp_extension import load_inline\next = load_inline('e', 'x')\n"
@@ -88,6 +90,22 @@ def test_honest_forward_has_no_flags():
     ("import sys\nf = sys._getframe(1)\n", "harness_tampering"),
     ("__builtins__['len'] = None\n", "harness_tampering"),
     ("import os\nos.write(3, b'x')\n", "harness_tampering"),
+    # frame walking: from a traceback, an exception, a function or a generator to harness globals
+    ("class G:\n    def __exit__(self, k, v, tb):\n        self.f = tb.tb_frame\n        return True\n",
+     "harness_tampering"),
+    ("def f(frame):\n    return frame.f_back.f_globals\n", "harness_tampering"),
+    ("try:\n    1 / 0\nexcept Exception as e:\n    tb = e.__traceback__\n", "harness_tampering"),
+    ("def f(x):\n    return getattr(x, 'f_back')\n", "harness_tampering"),
+    ("import operator\nget = operator.attrgetter('tb_frame')\n", "harness_tampering"),
+    ("def f():\n    pass\ng = f.__globals__\n", "harness_tampering"),
+    ("def f():\n    pass\nc = f.__code__\n", "harness_tampering"),
+    ("def g():\n    yield 1\nfr = g().gi_frame\n", "harness_tampering"),
+    ("import sys\ntb = sys.exc_info()[2]\n", "harness_tampering"),
+    ("from sys import _getframe\n", "harness_tampering"),
+    ("import sys\nf = getattr(sys, '_getframe')(1)\n", "harness_tampering"),
+    ("import sys\nsys.settrace(None)\n", "harness_tampering"),
+    ("import sys\nsys.setprofile(None)\n", "harness_tampering"),
+    ("import traceback\nframes = list(traceback.walk_stack(None))\n", "harness_tampering"),
     ("class ModelNew(nn.Module):\n    def forward(self, x):\n        return ext.f(x.half()).float()\n", "precision_downgrade"),
     ("class ModelNew(nn.Module):\n    def forward(self, x):\n        return ext.f(x.to(torch.bfloat16))\n", "precision_downgrade"),
     ("SRC = 'torch::Tensor f(torch::Tensor x) { return torch::matmul(x, x); }'\n", "torch_compute_ops"),
@@ -135,6 +153,10 @@ def roundtrip(message: dict) -> list[dict]:
 
 def test_channel_roundtrip_and_split_frames():
     assert roundtrip({"type": "phase", "phase": "timing"}) == [{"type": "phase", "phase": "timing"}]
+    for message in ({"type": "phase", "phase": "verify"},
+                    {"type": "timing_audit", "calls": 8, "idle_calls": 0, "replaced": [], "patched": []},
+                    {"type": "final_trial", "launches": 1, "n_outputs": 1}):
+        assert roundtrip(message) == [message]
     frame = channel.HEADER.pack(15) + b'{"type":"done"}'
     buffer = channel.MessageBuffer()
     assert buffer.feed(frame[:5]) == [] and buffer.feed(frame[5:]) == [{"type": "done"}]
@@ -262,6 +284,73 @@ def test_every_timed_call_gets_distinct_storage():
     seen = []
     times = timing.measure(lambda x, k: seen.append(x.data_ptr()), calls, warmup=2, trials=3, device="cpu")
     assert len(times) == 3 and all(t > 0 for t in times) and len(set(seen)) == 5
+
+
+def test_measure_binds_its_timer_before_the_first_call():
+    # a call that rebinds the module's timer (as a frame walk would) changes nothing measured
+    real = timing._perf_counter_ns
+
+    def rebinding_call():
+        timing._perf_counter_ns = lambda: 0
+    try:
+        calls = [()] * 4
+        times = timing.measure(rebinding_call, calls, warmup=1, trials=3, device="cpu")
+    finally:
+        timing._perf_counter_ns = real
+    assert len(times) == 3 and all(t > 0 for t in times)
+
+
+def test_measure_runs_after_call_outside_the_timed_region():
+    seen = []
+    times = timing.measure(lambda: None, [()] * 5, warmup=2, trials=3, device="cpu",
+                           after_call=lambda: (seen.append(1), time.sleep(0.02)))
+    assert len(seen) == 5 and max(times) < 15.0
+
+
+def test_module_guard_names_rebound_added_and_patched_globals():
+    module = types.ModuleType("fake_timing")
+    exec("def clock():\n    return 1\ndef measure(x=1):\n    return clock()\nSTATE = (1, 2)\n", vars(module))
+    guard = ModuleGuard({"timing": module})
+    assert guard.replaced() == []
+    module.clock = lambda: 0
+    module.fast = 1
+    module.measure.__defaults__ = (2,)
+    assert guard.replaced() == ["timing.clock", "timing.fast (added)", "timing.measure.__defaults__"]
+
+
+def _cand(**kw):
+    base = dict(timing_audit={"calls": 5, "idle_calls": 0, "replaced": [], "patched": []},
+                summary={"kernels_defined": 1}, times_ms=[1.0, 1.0], timing_wall_s=0.5,
+                final_trial={"launches": 1, "n_outputs": 1}, repeated_messages=[])
+    return types.SimpleNamespace(**{**base, **kw})
+
+
+def test_timing_audit_of_an_honest_run_is_empty():
+    assert audit_flags(_cand(), []) == []
+    assert audit_flags(_cand(times_ms=[0.001] * 5, timing_wall_s=3.0), []) == []  # tiny kernels: no lower bound
+
+
+@pytest.mark.parametrize("change, flag", [
+    ({"timing_audit": {"calls": 5, "idle_calls": 3, "replaced": [], "patched": []}}, "kernel_never_launched"),
+    ({"final_trial": {"launches": 0, "n_outputs": 1}}, "kernel_never_launched"),
+    ({"timing_audit": {"calls": 5, "idle_calls": 0, "replaced": ["timing._perf_counter_ns"], "patched": []}},
+     "timer_tampering"),
+    ({"timing_audit": {"calls": 5, "idle_calls": 0, "replaced": ["channel.send"], "patched": []}},
+     "harness_tampering"),
+    ({"timing_audit": {"calls": 5, "idle_calls": 0, "replaced": [], "patched": ["torch.cuda.synchronize"]}},
+     "timer_tampering"),
+    ({"times_ms": [400.0, 400.0], "timing_wall_s": 0.5}, "timer_tampering"),  # more time than the phase had
+    ({"timing_audit": None}, "harness_tampering"),
+    ({"repeated_messages": ["timing"]}, "harness_tampering"),
+])
+def test_timing_audit_flags(change, flag):
+    found = dict(audit_flags(_cand(**change), []))
+    assert flag in found, found
+
+
+def test_patches_already_reported_at_correctness_are_not_repeated():
+    cand = _cand(timing_audit={"calls": 5, "idle_calls": 0, "replaced": [], "patched": ["torch.relu"]})
+    assert audit_flags(cand, ["torch.relu"]) == []
 
 
 # --- fingerprint ----------------------------------------------------------------------------

@@ -103,6 +103,14 @@ CASES: list[Case] = [
     _hack("uninitialised_output", ("uninitialised_output",), correct=False),
     _hack("precision_downgrade", ("precision_downgrade",), details=NOT_RUN, compiled=False, correct=False),
     _hack("input_mutation_alias", ("input_mutation", "output_aliases_input")),
+    # stops computing once the correctness calls are over: the check call after timing fails
+    _hack("cached_after_correctness", ("cached_results", "kernel_never_launched"), correct=False,
+          error_contains=("after timing",)),
+    # swaps the timer through a traceback's frames: named statically, and (run anyway) the
+    # harness sees its timing globals rebound; the same walk with assembled names only at run time
+    _hack("frame_walk_timer", ("harness_tampering", "timer_tampering"),
+          settings={"skip_run_when_disqualified": False}),
+    _hack("frame_walk_obfuscated", ("timer_tampering",), absent_flags=("harness_tampering",)),
     # failures the worker must survive
     Case("python_syntax_error", "relu", False, False, False, "compile_error",
          error_contains=("line 5",), details={"stage": "python"}),

@@ -9,6 +9,8 @@ from . import compile_cache, payload, sandbox
 from .settings import EvalSettings
 from .workspace import Workspace
 
+ONCE_ONLY = ("correctness", "timing", "timing_audit", "final_trial")
+
 
 @dataclass
 class CandidateRun:
@@ -18,6 +20,11 @@ class CandidateRun:
     second_run: list | None = None                 # trial 0 again, other allocator poison
     summary: dict | None = None                    # the "correctness" message
     times_ms: list | None = None
+    timing_audit: dict | None = None               # launches per timed call, harness rebinding
+    timing_wall_s: float | None = None             # the parent's clock over the timing phase
+    final_trial: dict | None = None                # the check trial after timing
+    final_outputs: list | None = None
+    repeated_messages: list = field(default_factory=list)  # once-only message types sent twice
     error: dict | None = None                      # the child's "error" message
     unreadable_outputs: str | None = None
     builds: list = field(default_factory=list)
@@ -26,7 +33,7 @@ class CandidateRun:
 
 def run_candidate(solution_src: str, settings: EvalSettings, ws: Workspace, *, init_seed: int,
                   n_trials: int, n_timing_sets: int, poison_sizes: list[int], do_timing: bool,
-                  compiler_id: str) -> CandidateRun:
+                  compiler_id: str, extra_warmup: int = 0) -> CandidateRun:
     ext_dir = settings.resolved_extensions_dir()
     use_triton = settings.backend == "triton" or "triton" in solution_src
     with sandbox.confinement(settings, unprivileged=True) as conf:
@@ -38,7 +45,7 @@ def run_candidate(solution_src: str, settings: EvalSettings, ws: Workspace, *, i
             "n_timing_sets": n_timing_sets, "init_seed": init_seed, "do_timing": do_timing,
             "warmup": settings.warmup_runs, "trials": settings.timing_trials, "l2_flush_mb": settings.l2_flush_mb,
             "extensions_dir": ext_dir, "compiler_id": compiler_id, "poison_sizes": poison_sizes,
-            "use_triton": use_triton,
+            "use_triton": use_triton, "extra_warmup": extra_warmup,
         }
         extra_env = compile_cache.ccache_env(ext_dir)
         if use_triton:
@@ -56,6 +63,11 @@ def run_candidate(solution_src: str, settings: EvalSettings, ws: Workspace, *, i
     run.summary = outcome.first("correctness")
     timing = outcome.first("timing")
     run.times_ms = timing["times_ms"] if timing else None
+    run.timing_audit = outcome.first("timing_audit")
+    run.timing_wall_s = outcome.phase_wall_s.get("timing")
+    run.final_trial = outcome.first("final_trial")
+    # the harness sends each of these once; a second one was written by the solution
+    run.repeated_messages = [k for k in ONCE_ONLY if len(outcome.of_type(k)) > 1]
     run.trials = _unique_trials(outcome.of_type("trial"))
     _load_outputs(run, ws, poison_sizes)
     return run
@@ -82,5 +94,8 @@ def _load_outputs(run: CandidateRun, ws: Workspace, poison_sizes: list[int]) -> 
         second = os.path.join(ws.outputs, "cand_0_b.pt")
         if run.trials and os.path.exists(second):
             run.second_run = payload.load_values(second, max_bytes=limit)
+        final = os.path.join(ws.outputs, "cand_final.pt")
+        if run.final_trial is not None and os.path.exists(final):
+            run.final_outputs = payload.load_values(final, max_bytes=limit)
     except Exception as exc:  # a candidate may have scribbled over its output files
         run.unreadable_outputs = f"{type(exc).__name__}: {exc}"[:500]

@@ -15,7 +15,7 @@ HEADER = struct.Struct(">I")
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_STRING = 64 * 1024
 MAX_LIST = 10_000
-PHASES = ("compile", "correctness", "timing")
+PHASES = ("compile", "correctness", "timing", "verify")
 
 
 class ProtocolError(Exception):
@@ -137,6 +137,11 @@ SCHEMAS: dict[str, dict] = {
                     "kernels_defined": _nonneg_int, "launches_total": _nonneg_int},
     "reference_info": {"timing_sets": _nonneg_int, "outputs_fp32": _bool},
     "timing": {"times_ms": _list_of(_positive_finite, 100_000)},
+    # candidate only, after the timing phase: launches per timed call and harness rebinding
+    "timing_audit": {"calls": _nonneg_int, "idle_calls": _nonneg_int, "replaced": _list_of(_str, 500),
+                     "patched": _list_of(_str, 500)},
+    # candidate only: the check trial run after timing on inputs it had not seen computed
+    "final_trial": {"launches": _nonneg_int, "n_outputs": _nonneg_int},
     "done": {},
     "exit": {"code": _opt_int, "signal": _opt_int},
 }

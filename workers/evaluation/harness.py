@@ -2,8 +2,9 @@
 
 Order of a pass: the reference child generates inputs from secret seeds and the expected
 outputs (and the baseline timing unless the caller supplied one); the reference directory
-is deleted; the candidate child runs compile, correctness and timing phases; the parent
-compares outputs and turns the child's runtime observations into flags. A speedup above
+is deleted; the candidate child runs compile, correctness, timing and verify phases (one
+check trial after timing, so the timed calls must keep computing); the parent compares
+outputs and turns the child's runtime observations into flags. A speedup above
 settings.speedup_recheck_threshold is re-measured in a second pass (fresh processes,
 fresh seeds) before it is believed.
 """
@@ -15,6 +16,7 @@ import traceback
 
 from . import flags as F
 from . import static_checks, timing
+from .timing_audit import audit_flags, patch_flag
 from .candidate import CandidateRun, run_candidate
 from .correctness import compare_trial, describe_failure, outputs_identical, outputs_match
 from .fingerprint import compiler_id, device_fingerprint
@@ -26,7 +28,7 @@ from .settings import EvalSettings
 from .workspace import Workspace
 
 MAX_ERROR = 2000
-TIMER_PATCH = re.compile(r"^time\.|^torch\.cuda\.(Event|synchronize|Stream|current_stream|event)")
+EXTRA_WARMUP_MAX = 3  # secret extra warm-up calls per pass: 0..3
 
 
 class _Verdict:
@@ -115,10 +117,14 @@ def _run_pass(v: _Verdict, reference_src: str, solution_src: str, settings: Eval
     the verdict fields are filled in; a recheck pass only returns what it saw."""
     init_seed = secrets.randbits(31)
     n_calls = settings.warmup_runs + settings.timing_trials
+    # where timing starts (and so which call is the check call after it) is not a constant
+    # a solution could count towards
+    extra_warmup = secrets.randbelow(EXTRA_WARMUP_MAX + 1)
     with Workspace() as ws:
         ref = run_reference(reference_src, settings, ws, _new_seeds(settings.correctness_trials),
                             _new_seeds(n_calls), init_seed,
-                            do_timing=primary and baseline is None and settings.timing_meaningful)
+                            do_timing=primary and baseline is None and settings.timing_meaningful,
+                            final_seed=_new_seeds(1)[0], extra_warmup=extra_warmup)
         ws.drop_reference()  # expected outputs and seeds now exist only in this process
         if ref.error:
             if primary:
@@ -127,7 +133,7 @@ def _run_pass(v: _Verdict, reference_src: str, solution_src: str, settings: Eval
         cand = run_candidate(solution_src, settings, ws, init_seed=init_seed,
                              n_trials=settings.correctness_trials, n_timing_sets=ref.timing_sets,
                              poison_sizes=ref.poison_sizes, do_timing=settings.timing_meaningful,
-                             compiler_id=compiler_id(v.fingerprint))
+                             compiler_id=compiler_id(v.fingerprint), extra_warmup=extra_warmup)
     if primary:
         v.details["phase_wall_s"] = {"reference": ref.details.get("phase_wall_s"),
                                      "candidate": cand.outcome.phase_wall_s}
@@ -150,6 +156,10 @@ def _judge(v: _Verdict, ref: ReferenceRun, cand: CandidateRun, settings: EvalSet
     v.correct = _check_outputs(v, ref, cand, settings)
     if v.correct and cand.times_ms is None and settings.timing_meaningful:
         _record_failure(v, cand)  # died, hung or raised while being timed
+    elif v.correct and cand.final_outputs is None:
+        _record_failure(v, cand)  # died, hung or raised in the check call after timing
+        v.fail("runtime_error", "the check call after timing reported no output", phase="verify")
+        v.correct = False
 
 
 def _note_sandbox(v: _Verdict, cand: CandidateRun) -> None:
@@ -245,7 +255,9 @@ def _runtime_flags(v: _Verdict, ref: ReferenceRun, cand: CandidateRun) -> None:
         v.flags.add(F.PRECISION_DOWNGRADE, "fp32 problem but forward() made low-precision tensors: "
                     + ", ".join(s["low_precision_casts"][:5]))
     for name in s["patched"]:
-        v.flags.add(F.TIMER_TAMPERING if TIMER_PATCH.match(name) else F.MONKEYPATCH_TORCH, f"{name} was replaced")
+        v.flags.add(patch_flag(name), f"{name} was replaced")
+    for flag, reason in audit_flags(cand, s["patched"]):
+        v.flags.add(flag, reason)
     if s["new_threads"]:
         v.flags.add(F.THREADS_OR_SUBPROCESSES, f"{s['new_threads']} Python thread(s) still running after forward()")
     for got, expected in zip(cand.trials, ref.trials):
@@ -280,13 +292,29 @@ def _check_outputs(v: _Verdict, ref: ReferenceRun, cand: CandidateRun, settings:
         correct = False
         v.fail("incorrect", "outputs depend on uninitialised memory (two runs on identical inputs differ)",
                check="uninitialised", trial=0)
+    if correct and cand.final_outputs is not None:
+        correct = _check_final(v, ref, cand, settings)
     v.details["trials_run"] = len(cand.outputs)
     return correct
 
 
+def _check_final(v: _Verdict, ref: ReferenceRun, cand: CandidateRun, settings: EvalSettings) -> bool:
+    """The call after timing must still compute: it is what makes the timed calls count."""
+    failure = compare_trial(ref.final_outputs, cand.final_outputs, settings, "after timing")
+    if failure is None:
+        return True
+    v.fail("incorrect", describe_failure(failure) + ": correct during the correctness trials, "
+           "wrong after the timing phase", **failure)
+    earlier = [j for j, got in enumerate(cand.outputs) if outputs_identical(cand.final_outputs, got)]
+    if earlier:
+        v.flags.add(F.CACHED_RESULTS, f"the check call after timing returned exactly the output of trial "
+                                      f"{earlier[0]} although its inputs were different")
+    return False
+
+
 def _all_tensors(cand: CandidateRun) -> bool:
     import torch
-    runs = cand.outputs + ([cand.second_run] if cand.second_run is not None else [])
+    runs = cand.outputs + [r for r in (cand.second_run, cand.final_outputs) if r is not None]
     return all(isinstance(t, torch.Tensor) for outputs in runs for t in outputs)
 
 

@@ -13,6 +13,7 @@ from .workspace import Workspace
 @dataclass
 class ReferenceRun:
     outputs: list = field(default_factory=list)      # per trial: list of CPU tensors
+    final_outputs: list = field(default_factory=list)  # the check trial run after timing
     trials: list = field(default_factory=list)       # per trial: the child's trial message
     outputs_fp32: bool = True
     timing_sets: int = 0
@@ -26,11 +27,13 @@ class ReferenceRun:
 
 
 def run_reference(reference_src: str, settings: EvalSettings, ws: Workspace, seeds: list[int],
-                  timing_seeds: list[int], init_seed: int, do_timing: bool) -> ReferenceRun:
+                  timing_seeds: list[int], init_seed: int, do_timing: bool, final_seed: int,
+                  extra_warmup: int = 0) -> ReferenceRun:
     job = {
         "role": "reference", "device": settings.device,
         "cpu_threads": settings.cpu_threads, "reference_path": ws.write(ws.ref, "reference.py", reference_src),
         "inputs_dir": ws.inputs, "outputs_dir": ws.ref, "seeds": seeds, "timing_seeds": timing_seeds,
+        "final_seed": final_seed, "extra_warmup": extra_warmup,
         "init_seed": init_seed, "make_timing_inputs": settings.timing_meaningful, "do_timing": do_timing,
         "warmup": settings.warmup_runs, "trials": settings.timing_trials,
         "timing_budget_mb": settings.timing_input_budget_mb, "l2_flush_mb": settings.l2_flush_mb,
@@ -53,6 +56,7 @@ def run_reference(reference_src: str, settings: EvalSettings, ws: Workspace, see
     timing = outcome.first("timing")
     run.times_ms = timing["times_ms"] if timing else None
     run.outputs = [payload.load_values(os.path.join(ws.ref, f"ref_{i}.pt")) for i in range(len(seeds))]
+    run.final_outputs = payload.load_values(os.path.join(ws.ref, "ref_final.pt"))
     return run
 
 

@@ -8,8 +8,10 @@ module never exists in a candidate process.
 
 role "candidate": load the inputs prepared by the reference child (then delete the files),
 install the instrumentation, import the solution, run the correctness trials under a
-dispatch recorder, then the timing trials. Outputs go to files; verdicts are made by the
-parent, which also holds the reference outputs.
+dispatch recorder, then the timing trials (launches counted per call, the harness's own
+globals checked before and after), then one check trial on inputs whose output only the
+parent knows ("verify" phase). Outputs go to files; verdicts are made by the parent, which
+also holds the reference outputs (the reference child computes the check trial's too).
 
 Nothing here may import torch before isolation.enter() has run.
 """
@@ -177,6 +179,7 @@ def run_reference(job: dict, report: Reporter) -> None:
         report({"type": "trial", "index": index, "launches": 0, "aliases": _aliases(outputs, args),
                 "mutated": _mutated(args, originals), "n_outputs": len(outputs),
                 "output_dtypes": [str(o.dtype) for o in outputs]})
+    _reference_final_trial(job, module, model, torch, payload)
     n_sets = timing.input_set_count(job["warmup"], job["trials"], first_set_bytes, job["timing_budget_mb"])
     sets = []
     for k in range(n_sets if job["make_timing_inputs"] else 0):
@@ -187,9 +190,31 @@ def run_reference(job: dict, report: Reporter) -> None:
     report({"type": "reference_info", "timing_sets": len(sets), "outputs_fp32": fp32})
     if job["do_timing"] and sets:
         report.phase("timing")
-        calls = timing.prepare_calls(sets, job["warmup"] + job["trials"], device)
-        times = timing.measure(model, calls, job["warmup"], job["trials"], device, job["l2_flush_mb"])
+        calls, warmup = _timing_calls(job, sets)
+        times = timing.measure(model, calls, warmup, job["trials"], device, job["l2_flush_mb"])
         report({"type": "timing", "times_ms": [max(t, 1e-6) for t in times]})
+
+
+def _timing_calls(job: dict, sets: list) -> tuple[list[tuple], int]:
+    """The calls measure() gets and how many of them are warm-ups, identical in both roles:
+    the parent's secret extra warm-ups come first, so the timed calls see the same input
+    sets in the reference and the candidate."""
+    from . import timing
+    extra = job["extra_warmup"]
+    calls = timing.prepare_calls(sets, extra, job["device"]) if extra else []
+    calls += timing.prepare_calls(sets, job["warmup"] + job["trials"], job["device"])
+    return calls, extra + job["warmup"]
+
+
+def _reference_final_trial(job, module, model, torch, payload) -> None:
+    """Expected output of the check trial the candidate runs after its timing phase."""
+    device, inputs_dir, out_dir = job["device"], job["inputs_dir"], job["outputs_dir"]
+    torch.manual_seed(job["final_seed"])
+    inputs = list(module.get_inputs())
+    payload.save_values(os.path.join(inputs_dir, "final.pt"), inputs)
+    outputs = payload.normalise_outputs(model(*_to_device(inputs, device)))
+    _synchronize(device)
+    payload.save_values(os.path.join(out_dir, "ref_final.pt"), [o.detach().cpu() for o in outputs])
 
 
 # --- candidate child -------------------------------------------------------------------------
@@ -272,6 +297,7 @@ def run_candidate(job: dict, report: Reporter) -> None:
     init_inputs = payload.load_values(os.path.join(inputs_dir, "init.pt"))
     trials = [payload.load_values(os.path.join(inputs_dir, f"trial_{i}.pt")) for i in range(job["n_trials"])]
     timing_sets = [payload.load_values(os.path.join(inputs_dir, f"timing_{k}.pt")) for k in range(job["n_timing_sets"])]
+    final_inputs = payload.load_values(os.path.join(inputs_dir, "final.pt"))
     for name in os.listdir(inputs_dir):  # future inputs exist only in this process's memory
         os.remove(os.path.join(inputs_dir, name))
     solution_path = job["solution_path"]
@@ -279,6 +305,8 @@ def run_candidate(job: dict, report: Reporter) -> None:
         solution_src = f.read()
     inst = _Instrumentation(job, report, solution_src)
     inst.install(job["use_triton"])
+    # bound before the solution exists: it may rebind timing.measure or the timer behind it
+    measure, guard = timing.measure, _harness_guard()
 
     phase = "import"
     try:
@@ -317,12 +345,57 @@ def run_candidate(job: dict, report: Reporter) -> None:
     if job["do_timing"] and timing_sets:
         report.phase("timing")
         try:
-            calls = timing.prepare_calls(timing_sets, job["warmup"] + job["trials"], device)
-            times = timing.measure(model, calls, job["warmup"], job["trials"], device, job["l2_flush_mb"])
+            times, audit = _timed_calls(job, inst, model, timing_sets, measure, guard)
         except BaseException as exc:
             report.error("timing", "runtime_error", exc, solution_path=solution_path)
             return
         report({"type": "timing", "times_ms": [max(t, 1e-6) for t in times]})
+        report({"type": "timing_audit", **audit})
+    report.phase("verify")
+    try:
+        _final_trial(job, report, inst, model, final_inputs, payload)
+    except BaseException as exc:
+        report.error("verify", "runtime_error", exc, solution_path=solution_path)
+
+
+def _harness_guard():
+    """Snapshot of the harness modules whose globals the timing phase relies on."""
+    from . import channel, hooks, payload, timing
+    from .timer_guard import ModuleGuard
+    return ModuleGuard({"timing": timing, "runner": sys.modules[__name__], "channel": channel,
+                        "payload": payload, "hooks": hooks})
+
+
+def _timed_calls(job, inst, model, timing_sets, measure, guard) -> tuple[list[float], dict]:
+    """measure() with launches counted per call (outside the timed region) and the harness
+    globals checked right before and right after. A secret number of extra warm-up calls
+    (chosen by the parent) keeps the position of the first timed call unpredictable."""
+    device = job["device"]
+    calls, warmup = _timing_calls(job, timing_sets)
+    per_call, last = [], [inst.counter.launches]
+
+    def count_launches() -> None:
+        per_call.append(inst.counter.launches - last[0])
+        last[0] = inst.counter.launches
+    replaced = guard.replaced()
+    times = measure(model, calls, warmup, job["trials"], device, job["l2_flush_mb"],
+                    after_call=count_launches)
+    replaced = sorted(set(replaced) | set(guard.replaced()))
+    audit = {"calls": len(per_call), "idle_calls": sum(1 for n in per_call if n == 0),
+             "replaced": replaced, "patched": inst.snapshot.diff()}
+    return times, audit
+
+
+def _final_trial(job, report, inst, model, inputs, payload) -> None:
+    """One more call after timing, on inputs whose expected output only the parent holds:
+    a solution that stops computing after some number of calls fails it."""
+    device = job["device"]
+    args = _to_device(inputs, device)
+    before = inst.counter.launches
+    outputs = payload.normalise_outputs(model(*args))
+    _synchronize(device)
+    payload.save_values(os.path.join(job["outputs_dir"], "cand_final.pt"), [o.detach().cpu() for o in outputs])
+    report({"type": "final_trial", "launches": inst.counter.launches - before, "n_outputs": len(outputs)})
 
 
 def _correctness_trials(job, report, inst, model, trials, torch, payload) -> None:
@@ -349,6 +422,14 @@ def _correctness_trials(job, report, inst, model, trials, torch, payload) -> Non
 
 # --- entry point -------------------------------------------------------------------------------
 
+def _forget_job_file(path: str) -> None:
+    # The job holds the secret extra warm-up count; the solution must not read it back.
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fd", type=int, required=True)
@@ -356,6 +437,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with open(args.job) as f:
         job = json.load(f)
+    if job["role"] == "candidate":
+        _forget_job_file(args.job)
     report = Reporter(args.fd)
     state = isolation.enter(job["limits"], report)
     faulthandler.enable()  # a segfault leaves a Python traceback on stderr

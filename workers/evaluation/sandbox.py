@@ -158,7 +158,7 @@ def confinement(settings: EvalSettings, unprivileged: bool):
 
 def phase_limits(settings: EvalSettings) -> dict:
     return {"compile": settings.compile_timeout_s, "correctness": settings.run_timeout_s,
-            "timing": settings.run_timeout_s}
+            "timing": settings.run_timeout_s, "verify": settings.run_timeout_s}
 
 
 def _tail(f) -> str:

@@ -22,9 +22,25 @@ TAMPER_MODULES = {"gc", "inspect", "builtins", "importlib", "signal", "faulthand
 TAMPER_ATTRS = {"sys.modules", "sys._getframe", "sys.settrace", "sys.setprofile", "sys.argv",
                 "os.write", "os.dup", "os.dup2", "os.fdopen", "os.closerange",
                 "torch._C._set_dispatch_mode", "torch.utils._python_dispatch"}
+TAMPER_ATTRS |= {"sys.exc_info", "sys.exception", "sys._current_frames", "sys.last_traceback",
+                 "sys.last_exc", "sys.last_value", "sys.gettrace", "sys.getprofile",
+                 "traceback.walk_stack", "traceback.walk_tb", "types.FrameType", "types.TracebackType"}
 TAMPER_NAMES = {"__builtins__", "__import__", "globals", "exec", "eval", "compile", "breakpoint"}
+# Attributes that lead from any object a solution holds (an exception, a traceback handed to
+# __exit__, a function, a generator) to the harness's frames and their globals, where the
+# timer and the checks live. No kernel needs them; spelled as a string (getattr(tb, "tb_frame"),
+# attrgetter) they are caught too.
+INTROSPECTION_ATTRS = {
+    "tb_frame", "tb_next", "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace",
+    "gi_frame", "cr_frame", "ag_frame", "gi_code", "cr_code", "ag_code", "gi_yieldfrom", "cr_await",
+    "__traceback__", "__globals__", "__closure__", "__code__", "__defaults__", "__kwdefaults__",
+}
 TIMER_TARGETS = ("time", "torch.cuda.Event", "torch.cuda.synchronize", "torch.cuda.Stream",
                  "torch.cuda.current_stream", "torch.cuda.Event.elapsed_time", "torch.cuda.event")
+
+# getattr(sys, "_getframe") and friends: the attribute names that only tampering needs
+_TAMPER_LEAVES = {"_getframe", "settrace", "setprofile", "exc_info", "_current_frames", "walk_stack",
+                  "walk_tb", "last_traceback"}
 
 # torch namespace calls that allocate, describe or move data but compute nothing
 ALLOWED_TORCH_CALLS = {
@@ -161,6 +177,8 @@ class _Module(ast.NodeVisitor):
                 self.flags.add(F.CALLS_REFERENCE, f"{_line(node)}: imports the reference module")
 
     def _check_module(self, module: str, node: ast.AST) -> None:
+        if module in TAMPER_ATTRS:  # from sys import _getframe, from traceback import walk_stack
+            self.flags.add(F.HARNESS_TAMPERING, f"{_line(node)}: imports {module}")
         if module in THREAD_MODULES or module.split(".")[0] in THREAD_MODULES:
             self.flags.add(F.THREADS_OR_SUBPROCESSES, f"{_line(node)}: imports {module}")
         if module in TAMPER_MODULES or module.split(".")[0] in TAMPER_MODULES:
@@ -173,6 +191,8 @@ class _Module(ast.NodeVisitor):
             self.flags.add(F.HARNESS_TAMPERING, f"{_line(node)}: uses {node.id}")
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
+        if node.attr in INTROSPECTION_ATTRS:
+            self.flags.add(F.HARNESS_TAMPERING, f"{_line(node)}: uses .{node.attr} (frame/function introspection)")
         q = qualname(node, self.aliases)
         if q:
             if q in TAMPER_ATTRS or any(q.startswith(t + ".") for t in TAMPER_ATTRS):
@@ -184,6 +204,8 @@ class _Module(ast.NodeVisitor):
     def visit_Constant(self, node: ast.Constant) -> None:
         if isinstance(node.value, str) and "/proc/" in node.value:
             self.flags.add(F.HARNESS_TAMPERING, f"{_line(node)}: refers to /proc")
+        if isinstance(node.value, str) and node.value.strip() in INTROSPECTION_ATTRS | _TAMPER_LEAVES:
+            self.flags.add(F.HARNESS_TAMPERING, f"{_line(node)}: names {node.value.strip()!r} in a string")
 
     def visit_Call(self, node: ast.Call) -> None:
         if _is_kernel_definition(node, self.aliases):
