@@ -120,7 +120,7 @@ def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
 
 def _store(session, stage: Stage, claim: turn_queries.Claim, context: TurnContext, outcome: Outcome) -> list[tuple[Stage, int]]:
     """Store the outcome and decide what follows, in one transaction. Returns what to enqueue."""
-    turn_queries.lock_trajectory(session, context.trajectory_id)  # before the turn row: see lock_trajectory
+    trajectory = turn_queries.lock_trajectory(session, context.trajectory_id)  # before the turn row: see lock_trajectory
     if outcome.failure is not None:
         if turn_queries.store(session, claim, TurnState.failed, error=outcome.failure, **outcome.values):
             end_trajectory(session, context.trajectory_id, context.run_id, TrajectoryStatus.failed, None)
@@ -128,9 +128,11 @@ def _store(session, stage: Stage, claim: turn_queries.Claim, context: TurnContex
     if not turn_queries.store(session, claim, stage.done, **{STAGE_TIMESTAMP[stage.name]: utcnow()}, **outcome.values):
         log.warning("turn %s: claim for %s was handed on before the work finished; result dropped", claim.turn_id, stage.name)
         return []
-    if stage is EVALUATE:
-        return _advance(session, context, outcome.reward or 0.0)
-    return [(NEXT_STAGE[stage.name], claim.turn_id)]
+    if stage is not EVALUATE:
+        return [(NEXT_STAGE[stage.name], claim.turn_id)]
+    if trajectory.status != TrajectoryStatus.running.value:  # cancelled meanwhile: nothing follows
+        return []
+    return _advance(session, context, outcome.reward or 0.0)
 
 
 def retry_or_fail(stage: Stage, claim: turn_queries.Claim, trajectory_id: int, run_id: int, reason: str) -> str | None:
@@ -166,11 +168,8 @@ def _guarded(stage: Stage, work: Work, context: TurnContext) -> Outcome:
 
 
 def _advance(session, context: TurnContext, reward: float) -> list[tuple[Stage, int]]:
-    """After an evaluation: the next turn (pending, to generate), or the end of the trajectory.
-    Nothing follows a trajectory that was cancelled meanwhile."""
+    """After an evaluation: the next turn (pending, to generate), or the end of the trajectory."""
     config = context.config
-    if turn_queries.lock_trajectory(session, context.trajectory_id).status != TrajectoryStatus.running.value:
-        return []
     early_stop = config.early_stop_reward is not None and reward >= config.early_stop_reward
     if context.turn_index + 1 < config.max_turns and not early_stop:
         return [(GENERATE, turn_queries.add_next(session, context.trajectory_id, context.turn_index + 1))]
