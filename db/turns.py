@@ -9,10 +9,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db.models import FINAL_TURN_STATES, Trajectory, TrajectoryStatus, Turn, TurnState, utcnow
+
+
+def db_now(session: Session) -> datetime:
+    """The database's clock. Leases and waiting times are written by one host and judged by another
+    (the reconciler), so they are all read off one clock rather than each host's own."""
+    if session.get_bind().dialect.name == "postgresql":
+        return session.scalar(select(func.now()))
+    return utcnow()  # the embedded SQLite lives on one host
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,7 @@ class Claim:
 
 def claim(session: Session, turn_id: int, waiting: TurnState, working: TurnState, worker: str, lease_seconds: float) -> Claim | None:
     """Move a turn from its waiting to its working state; None when another delivery got there first."""
+    now = db_now(session)
     result = session.execute(
         update(Turn)
         .where(Turn.id == turn_id, Turn.state == waiting.value)
@@ -33,8 +42,8 @@ def claim(session: Session, turn_id: int, waiting: TurnState, working: TurnState
             attempts=Turn.attempts + 1,
             stage_attempts=Turn.stage_attempts + 1,
             claimed_by=worker,
-            lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
-            updated_at=utcnow(),
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
         )
         .returning(Turn.attempts, Turn.stage_attempts)
     ).first()
@@ -51,7 +60,7 @@ def release_claim(session: Session, claim: Claim, waiting: TurnState) -> bool:
     result = session.execute(
         update(Turn)
         .where(Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt)
-        .values(state=waiting.value, lease_expires_at=None, claimed_by=None, updated_at=utcnow())
+        .values(state=waiting.value, lease_expires_at=None, claimed_by=None, updated_at=db_now(session))
     )
     return result.rowcount == 1
 
@@ -67,7 +76,7 @@ def store(session: Session, claim: Claim, next_state: TurnState, **values: Any) 
     result = session.execute(
         update(Turn)
         .where(Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt)
-        .values(state=next_state.value, stage_attempts=0, lease_expires_at=None, updated_at=utcnow(), **values)
+        .values(state=next_state.value, stage_attempts=0, lease_expires_at=None, updated_at=db_now(session), **values)
     )
     return result.rowcount == 1
 
@@ -86,7 +95,7 @@ def history(session: Session, trajectory_id: int, before_index: int) -> list[Tur
 
 
 def add_next(session: Session, trajectory_id: int, turn_index: int) -> int:
-    turn = Turn(trajectory_id=trajectory_id, turn_index=turn_index, state=TurnState.pending.value)
+    turn = Turn(trajectory_id=trajectory_id, turn_index=turn_index, state=TurnState.pending.value, updated_at=db_now(session))
     session.add(turn)
     session.flush()
     return turn.id
@@ -121,7 +130,7 @@ def cancel_open(session: Session, trajectory_ids: list[int]) -> int:
     result = session.execute(
         update(Turn)
         .where(Turn.trajectory_id.in_(trajectory_ids), Turn.state.not_in([s.value for s in FINAL_TURN_STATES]))
-        .values(state=TurnState.cancelled.value, lease_expires_at=None, updated_at=utcnow())
+        .values(state=TurnState.cancelled.value, lease_expires_at=None, updated_at=db_now(session))
     )
     return result.rowcount
 
@@ -136,13 +145,13 @@ def with_raw_response(session: Session, run_id: int) -> list[Turn]:
 
 def update_cleaning(session: Session, turn_id: int, values: dict[str, Any]) -> None:
     """Replace a turn's cleaning columns (never its raw response)."""
-    session.execute(update(Turn).where(Turn.id == turn_id).values(updated_at=utcnow(), **values))
+    session.execute(update(Turn).where(Turn.id == turn_id).values(updated_at=db_now(session), **values))
 
 
 def extend_lease(session: Session, claim: Claim, lease_seconds: float) -> bool:
     result = session.execute(
         update(Turn)
         .where(Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt)
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .values(lease_expires_at=db_now(session) + timedelta(seconds=lease_seconds))
     )
     return result.rowcount == 1

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from db import turns as turn_queries
-from db.models import utcnow
 from db.session import session_scope
 from orchestrator.broker_queue import queued_turns
 from orchestrator.pipeline import retry_or_fail
@@ -30,8 +29,8 @@ def reconcile(older_than_s: float = 60.0) -> ReconcileReport:
     settings = get_settings()
     report = ReconcileReport()
     in_broker = queued_turns()
-    now = utcnow()
     with session_scope(settings.sqlalchemy_url) as session:
+        now = turn_queries.db_now(session)
         expired = [(turn_queries.claim_of(t), t.trajectory_id, t.trajectory.run_id) for t in turn_queries.expired_leases(session, now)]
         waiting = [(t.id, BY_WAITING_STATE[t.state]) for t in turn_queries.waiting_since(session, now - timedelta(seconds=older_than_s))]
     for claim, trajectory_id, run_id in expired:
