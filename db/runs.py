@@ -54,11 +54,14 @@ def get(session: Session, run_id: int) -> Run | None:
     return session.get(Run, run_id)
 
 
+def _finished_count():
+    return func.count(Trajectory.id).filter(Trajectory.status != TrajectoryStatus.running.value)
+
+
 def recent(session: Session, limit: int) -> list[tuple[Run, int, int]]:
     """Newest runs first, each with (trajectories, finished trajectories)."""
-    finished = func.count(Trajectory.id).filter(Trajectory.status != TrajectoryStatus.running.value)
     rows = session.execute(
-        select(Run, func.count(Trajectory.id), finished)
+        select(Run, func.count(Trajectory.id), _finished_count())
         .outerjoin(Trajectory, Trajectory.run_id == Run.id)
         .group_by(Run.id)
         .order_by(Run.id.desc())
@@ -80,10 +83,7 @@ def turn_rows(session: Session, run_id: int) -> list[tuple[Trajectory, Problem, 
 
 def progress(session: Session, run_id: int) -> tuple[int, int]:
     """(finished trajectories, all trajectories)."""
-    total = session.scalar(select(func.count(Trajectory.id)).where(Trajectory.run_id == run_id)) or 0
-    done = session.scalar(
-        select(func.count(Trajectory.id)).where(Trajectory.run_id == run_id, Trajectory.status != TrajectoryStatus.running.value)
-    ) or 0
+    done, total = session.execute(select(_finished_count(), func.count(Trajectory.id)).where(Trajectory.run_id == run_id)).one()
     return done, total
 
 

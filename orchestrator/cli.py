@@ -154,14 +154,15 @@ def start_and_follow(config, loaded, wait: bool, json_output: bool) -> None:
         raise fail(f"the run was stored but its turns could not be enqueued ({error}); once the broker is back, `kturn reconcile` enqueues them", code=1) from None
     if not json_output:
         console.print(f"run [bold]{run_id}[/]: {len(loaded)} problem(s) × {config.samples} sample(s), up to {config.max_turns} turn(s)")
-    if get_settings().embedded:
+    embedded = get_settings().embedded
+    if embedded:
         follow_embedded(url, run_id, quiet=json_output)
     elif wait:
         follow_cluster(url, run_id, quiet=json_output)
     if json_output:
-        print_json({"run": run_id, **({"turns": status_rows(url, run_id)} if wait or get_settings().embedded else {})})
-    elif wait or get_settings().embedded:
-        show_status(url, run_id)
+        print_json({"run": run_id, **({"turns": status_rows(url, run_id)} if wait or embedded else {})})
+    elif wait or embedded:
+        show_status(url, existing_run(url, run_id))
 
 
 def _progress(quiet: bool) -> Progress:
@@ -212,14 +213,10 @@ def status_rows(url: str, run_id: int) -> list[dict[str, Any]]:
         return [turn_row(*row) for row in run_queries.turn_rows(session, run_id)]
 
 
-def show_status(url: str, run_id: int) -> None:
-    from db import runs as run_queries
-    from db.session import session_scope
+def show_status(url: str, run) -> None:
     from orchestrator.status_view import turns_table
 
-    with session_scope(url) as session:
-        run_row = run_queries.get(session, run_id)
-    console.print(turns_table(run_row, status_rows(url, run_id)))
+    console.print(turns_table(run, status_rows(url, run.id)))
 
 
 def existing_run(url: str, run_id: int):
@@ -241,7 +238,7 @@ def status(run_id: Annotated[int, typer.Argument(metavar="RUN")], json_output: J
     if json_output:
         print_json({"run": run_id, "status": found.status, "config": found.config, "turns": status_rows(url, run_id)})
     else:
-        show_status(url, run_id)
+        show_status(url, found)
 
 
 @app.command()

@@ -37,8 +37,12 @@ class ProblemSpec:
 
     @property
     def key(self) -> str:
-        """How replay files and slime exports name the problem: `level1/19_ReLU`."""
-        return f"level{self.level}/{self.name}" if self.level is not None else self.name
+        return problem_key(self.name, self.level)
+
+
+def problem_key(name: str, level: int | None) -> str:
+    """How replay files, status tables and slime exports name a problem: `level1/19_ReLU`."""
+    return f"level{level}/{name}" if level is not None else name
 
 
 def validate_source(source: str, origin: str) -> None:

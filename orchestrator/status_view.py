@@ -6,12 +6,12 @@ from typing import Any
 from rich.table import Table
 
 from db.models import Problem, Run, Trajectory, Turn
-from orchestrator.problems import ProblemSpec
+from orchestrator.problems import problem_key
 
 
 def turn_row(trajectory: Trajectory, problem: Problem, turn: Turn) -> dict[str, Any]:
     return {
-        "problem": ProblemSpec(problem.name, problem.level, "", "").key,
+        "problem": problem_key(problem.name, problem.level),
         "sample": trajectory.sample_index,
         "turn": turn.turn_index,
         "turn_id": turn.id,
