@@ -65,8 +65,12 @@ def test_corpus_is_large_enough():
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_corpus_verdict(case: Case, corpus_results):
     result, _ = corpus_results[case.name]
-    got = (result.compiled, result.correct, result.disqualified, result.error_kind)
-    want = (case.compiled, case.correct, case.disqualified, case.error_kind)
+    if case.disqualified is None:  # an attack run past the static filter: its own failure is what counts
+        got = (result.compiled, result.correct, result.details.get("underlying_error_kind", result.error_kind))
+        want = (case.compiled, case.correct, case.error_kind)
+    else:
+        got = (result.compiled, result.correct, result.disqualified, result.error_kind)
+        want = (case.compiled, case.correct, case.disqualified, case.error_kind)
     assert got == want, f"{case.name}: {got} != {want}; error={result.error!r}; flags={result.flags}"
     for flag in case.flags:
         assert flag in result.flags, f"{flag} missing: {result.flags} ({result.details.get('flag_reasons')})"
@@ -94,14 +98,6 @@ def test_honest_solutions_are_timed(case: Case, corpus_results):
     assert result.speedup_spread is not None and result.speedup_spread >= 0
 
 
-def test_baseline_is_reported_even_when_the_candidate_fails(corpus_results):
-    # the orchestrator caches baselines per problem and device: a failed turn still yields one
-    for name in ("incorrect_values", "segfault", "kernel_never_launched"):
-        result = corpus_results[name][0]
-        assert isinstance(result.baseline, Timing) and result.speedup is None, name
-    assert corpus_results["torch_only"][0].baseline is None  # nothing ran
-
-
 def test_triton_on_cpu_is_correctness_only(corpus_results):
     result, _ = corpus_results["honest_triton_relu"]
     assert result.correct and not result.timing_meaningful
@@ -110,10 +106,10 @@ def test_triton_on_cpu_is_correctness_only(corpus_results):
 
 def test_speedup_above_threshold_is_rechecked(corpus_results):
     result, _ = corpus_results["speedup_honest"]
-    assert "speedup_rechecked" in result.flags and "speedup_unconfirmed" not in result.flags
+    assert "speedup_rechecked" in result.flags
     recheck = result.details["recheck"]
     assert recheck["correct"] and recheck["speedup"] > 2.0
-    assert result.speedup <= max(recheck["speedup"], result.speedup)  # the slower figure is kept
+    assert result.speedup <= recheck["speedup"] + 1e-9  # the slower figure is kept
 
 
 def test_compile_errors_are_mapped_to_solution_lines(corpus_results):
@@ -139,18 +135,41 @@ def test_every_result_is_json_serialisable_with_provenance(corpus_results):
         data = json.loads(json.dumps(result.as_dict()))
         assert EvalResult.from_dict(data) == result, name
         fp = result.fingerprint
-        for key in ("torch", "python", "harness_version", "cxx", "cpu_model", "network_isolated"):
+        for key in ("torch", "python", "harness_version", "cxx", "cpu_model"):
             assert key in fp, (name, key)
+        if not result.details.get("not_run") and result.error_kind not in ("compile_error", "backend_mismatch"):
+            assert "filesystem_isolated" in fp and "memory_cap" in fp, name
         assert len(fingerprint_key(fp)) == 16
+        assert "\x00" not in json.dumps(result.as_dict()), name
 
 
 def test_sandbox_isolation_took_effect(corpus_results):
-    result, _ = corpus_results["honest_cpp_relu"]
-    assert result.fingerprint["network_isolated"] is True
-    assert result.fingerprint["pid_namespace"] is True
-    assert result.fingerprint["rlimits"]["RLIMIT_AS"] == 4096 << 20
+    fp = corpus_results["honest_cpp_relu"][0].fingerprint
+    assert fp["sandbox"] == "bwrap" and fp["network_isolated"] and fp["pid_namespace"] and fp["filesystem_isolated"]
+    assert fp["memory_cap"] is not None and fp["process_cap"].startswith("cgroup-")
     assert "Network is unreachable" in corpus_results["network_access"][0].error
     assert "KeyError: 'DATABASE_URL'" in corpus_results["reads_credentials"][0].error
+
+
+def test_hostile_error_text_is_stored_clean(corpus_results):
+    result, _ = corpus_results["a7_hostile_text"]
+    for value in (result.error, result.details["traceback"]):
+        assert "\x00" not in value and "\x1b" not in value and len(value) <= 4000
+        value.encode("utf-8")  # no lone surrogate
+    assert len(result.error) <= 2000 and result.error.rstrip().endswith("end")
+
+
+def test_every_call_is_compared(corpus_results):
+    for name in ("honest_cpp_relu", "honest_cpp_add"):
+        details = corpus_results[name][0].details
+        assert details["verified_calls"] == details["calls"] > 10, name
+
+
+def test_builds_are_made_by_the_parent_and_reused(corpus_results):
+    builds = [b for name in ("honest_cpp_relu", "stdout_forgery", "a6_compiler_env")
+              for b in corpus_results[name][0].details["builds"]]
+    assert {b["name"] for b in builds} == {"kturn_corpus_ops"} and all(b["ok"] for b in builds)
+    assert len({b["key"] for b in builds}) == 1, "the answer's CXX/CPATH never reach the build or its key"
 
 
 def test_crashes_hangs_and_escapes_leave_no_process_behind(corpus_results):
@@ -171,25 +190,37 @@ def test_crashes_hangs_and_escapes_leave_no_process_behind(corpus_results):
 
 def test_hang_is_cut_at_the_phase_limit(corpus_results):
     result, wall = corpus_results["infinite_loop"]
-    assert result.details["phase"] == "correctness"
+    assert result.details["phase"] == "run"
     assert wall < 40, "a 3 s correctness limit must not wait for the 300 s compile limit"
 
 
 def test_statically_disqualified_solutions_start_no_process(corpus_results):
-    for name in ("torch_only", "threads", "timer_tampering", "calls_reference"):
+    for name in ("threads", "timer_tampering", "calls_reference", "a4_triton_calls_torch"):
         result, wall = corpus_results[name]
         assert result.details.get("not_run") and wall < 2, name
 
 
-def test_given_baseline_is_not_re_timed(extensions_dir):
+def test_nothing_an_evaluation_writes_reaches_the_next(extensions_dir):
+    case = BY_NAME["a5_leftovers"]
+    for _ in range(2):  # the corpus run left its markers too: none of them may be found
+        result = evaluate(*case.sources(), settings_for(case, extensions_dir))
+        assert result.correct and not result.error, result.error
+
+
+def test_a_failed_build_never_poisons_another(extensions_dir):
+    """An answer whose extension is named like the honest one but does not compile: the
+    honest answer evaluated next still builds (the key covers the sources), and the failure
+    is served again only to the identical build."""
     case = BY_NAME["honest_cpp_relu"]
-    reference_src, solution_src = case.sources()
-    given = Timing(median_ms=5.0, spread_ms=0.5, trials=20)
-    result = evaluate(reference_src, solution_src, settings_for(case, extensions_dir), baseline=given)
-    assert result.correct and result.baseline == given
-    assert result.speedup == pytest.approx(5.0 / result.runtime.median_ms)
-    assert "timing" not in result.details["phase_wall_s"]["reference"]
-    assert "timing" in result.details["phase_wall_s"]["candidate"]
+    reference_src, honest = case.sources()
+    poisoned = honest.replace("o[i] = in[i] > 0.f ? in[i] : 0.f;", "o[i] = this_does_not_compile;")
+    settings = settings_for(case, extensions_dir)
+    for _ in range(2):
+        failed = evaluate(reference_src, poisoned, settings)
+        assert failed.error_kind == "compile_error" and "this_does_not_compile" in failed.error
+    assert failed.details["builds"][0]["cached"], "the identical failing build is served from the cache"
+    result = evaluate(reference_src, honest, settings)
+    assert result.correct and not result.disqualified, result.error
 
 
 def test_cli_prints_one_json_object(extensions_dir):

@@ -13,11 +13,9 @@ import pytest
 import torch
 
 from workers.evaluation import EvalSettings, Timing, device_fingerprint, fingerprint_key
-from workers.evaluation import channel, compile_errors, correctness, static_checks, timing
-from workers.evaluation.compile_cache import CompileError, ExtensionCache
+from workers.evaluation import binary_checks, builds, compile_errors, correctness, static_checks, text, timing, wire
 from workers.evaluation.flags import DEFAULT_STRICT_FLAGS
-from workers.evaluation.timer_guard import ModuleGuard
-from workers.evaluation.timing_audit import audit_flags
+from workers.evaluation.inside import outputs
 
 FP32 = "import torch\n"
 HEADER = "import torch\nimport torch.nn as nn\nfrom torch.utils.cpp_extension import load_inline\next = load_inline('e', 'x')\n"
@@ -138,51 +136,87 @@ def test_syntax_errors_are_reported_with_the_line():
     assert report.syntax_error.startswith("solution.py line 1")
 
 
-# --- channel ---------------------------------------------------------------------------
+# --- the wire and the output checksums ------------------------------------------------------
 
-def roundtrip(message: dict) -> list[dict]:
-    read_fd, write_fd = os.pipe()
-    try:
-        channel.send(write_fd, message)
-        data = os.read(read_fd, 1 << 20)
-    finally:
-        os.close(read_fd)
-        os.close(write_fd)
-    return [channel.validate(m) for m in channel.MessageBuffer().feed(data)]
+@pytest.fixture
+def channel():
+    parent, child = wire.channel_pair()
+    yield parent, child
+    parent.close()
+    child.close()
 
 
-def test_channel_roundtrip_and_split_frames():
-    assert roundtrip({"type": "phase", "phase": "timing"}) == [{"type": "phase", "phase": "timing"}]
-    for message in ({"type": "phase", "phase": "verify"},
-                    {"type": "timing_audit", "calls": 8, "idle_calls": 0, "replaced": [], "patched": []},
-                    {"type": "final_trial", "launches": 1, "n_outputs": 1}):
-        assert roundtrip(message) == [message]
-    frame = channel.HEADER.pack(15) + b'{"type":"done"}'
-    buffer = channel.MessageBuffer()
-    assert buffer.feed(frame[:5]) == [] and buffer.feed(frame[5:]) == [{"type": "done"}]
+def test_messages_keep_their_boundaries_blobs_and_descriptors(channel):
+    parent, child = channel
+    read_end, write_end = os.pipe()
+    wire.send(child, {"type": "computed", "n": 7}, b"\x00\x01", fds=(write_end,))
+    wire.send(child, {"type": "ready"})
+    first, second = wire.receive(parent), wire.receive(parent)
+    assert (first.header, first.blob, second.type) == ({"type": "computed", "n": 7}, b"\x00\x01", "ready")
+    assert len(first.fds) == 1 and first.fds[0] != write_end
+    wire.close_all([read_end, write_end, *first.fds])
 
 
-@pytest.mark.parametrize("message", [
-    {"type": "timing", "times_ms": [0.0]},                 # not positive
-    {"type": "timing", "times_ms": ["1"]},                 # wrong type
-    {"type": "timing", "times_ms": [1.0], "speedup": 9},   # unknown key
-    {"type": "phase", "phase": "reward"},                  # unknown phase
-    {"type": "trial", "index": -1, "launches": 1, "aliases": [], "mutated": [], "n_outputs": 1, "output_dtypes": []},
-    {"type": "correct", "value": True},                    # unknown type
-    ["not", "an", "object"],
+@pytest.mark.parametrize("raw", [
+    b"\x00\x00",                                   # shorter than its length field
+    wire.LENGTH.pack(100) + b"{}",                 # header longer than the message
+    wire.LENGTH.pack(4) + b"{{{{",                 # undecodable
+    wire.LENGTH.pack(2) + b"[]",                   # not an object
+    wire.LENGTH.pack(12) + b'{"type": 3 }',        # type not a string
+    wire.LENGTH.pack(2) + b"{}" + b"x" * (wire.MAX_MESSAGE),  # oversized
 ])
-def test_channel_rejects_malformed_messages(message):
-    with pytest.raises(channel.ProtocolError):
-        channel.validate(message)
+def test_the_parent_rejects_malformed_or_oversized_messages(channel, raw):
+    parent, child = channel
+    child.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_SNDBUF, 1 << 20)
+    try:
+        child.send(raw)
+    except OSError:
+        pytest.skip("the kernel refused a datagram this large before the parent could")
+    with pytest.raises(wire.ProtocolError):
+        wire.receive(parent)
 
 
-def test_channel_rejects_non_finite_numbers_and_oversized_frames():
-    with pytest.raises(channel.ProtocolError):
-        channel.validate(json.loads('{"type": "timing", "times_ms": [NaN]}'))
-    with pytest.raises(channel.ProtocolError):
-        channel.MessageBuffer().feed(channel.HEADER.pack(channel.MAX_MESSAGE_BYTES + 1))
-    with pytest.raises(channel.ProtocolError):
-        channel.MessageBuffer().feed(channel.HEADER.pack(4) + b"{{{{")
+def test_a_closed_peer_is_reported(channel):
+    parent, child = channel
+    child.close()
+    with pytest.raises(wire.PeerClosed):
+        wire.receive(parent)
+
+
+@pytest.mark.parametrize("nbytes", [0, 1, 7, 8, 17, wire.MIN_CHUNK, 3 * wire.MIN_CHUNK + 5, 200_000])
+@pytest.mark.parametrize("chunk", [wire.MIN_CHUNK, 4 * wire.MIN_CHUNK])
+def test_child_and_parent_checksums_agree(nbytes, chunk):
+    data = torch.randint(0, 256, (nbytes,), dtype=torch.uint8)
+    raw = data.numpy().tobytes()
+    expected = [wire.checksum(raw[i:i + chunk]) for i in range(0, max(nbytes, 1), chunk)] if nbytes else [0]
+    assert outputs.checksums(data, chunk).tolist() == expected
+    assert len(expected) == wire.chunk_count(nbytes, chunk)
+
+
+def test_batch_checksums_are_in_call_then_output_then_chunk_order():
+    flat = [[torch.randint(0, 256, (37,), dtype=torch.uint8), torch.randint(0, 256, (100_000,), dtype=torch.uint8)]
+            for _ in range(3)]
+    expected = []
+    for call in flat:
+        for out in call:
+            raw = out.numpy().tobytes()
+            expected += [wire.checksum(raw[i:i + wire.MIN_CHUNK]) for i in range(0, len(raw), wire.MIN_CHUNK)]
+    assert outputs.batch_checksums(flat, wire.MIN_CHUNK).tolist() == expected
+
+
+def test_a_changed_byte_changes_the_checksum():
+    raw = bytearray(torch.randn(1000).numpy().tobytes())
+    before = wire.checksum(raw)
+    raw[123] ^= 1
+    assert wire.checksum(raw) != before
+
+
+def test_text_from_a_child_is_made_storable():
+    hostile = "x" * 100_000 + " bad\x00text \ud800\udfff \x1b[31m end"
+    clean = text.clean(hostile, 2000)
+    assert len(clean) <= 2000 and "\x00" not in clean and clean.endswith(" end") and clean.startswith("xxx")
+    clean.encode("utf-8")  # no lone surrogate left
+    assert text.clean_tree({"a": ["\x00", 1, None]}, 10) == {"a": ["\ufffd", 1, None]}
 
 
 # --- correctness -------------------------------------------------------------------------
@@ -192,43 +226,53 @@ S = EvalSettings()
 
 def test_matching_nans_and_infinities_pass():
     e = torch.tensor([1.0, float("nan"), float("inf"), -float("inf")])
-    assert correctness.compare_tensor(e, e.clone(), S) is None
+    assert correctness.compare_values(e, e.clone(), S) is None
 
 
 @pytest.mark.parametrize("got, check", [
     (torch.tensor([float("nan"), 2.0, 3.0]), "nan"),
     (torch.tensor([1.0, float("inf"), 3.0]), "inf"),
     (torch.tensor([1.0, 2.0, 3.01]), "values"),
-    (torch.tensor([1.0, 2.0]), "shape"),
-    (torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), "dtype"),
 ])
 def test_mismatches_name_the_failed_check(got, check):
-    failure = correctness.compare_tensor(torch.tensor([1.0, 2.0, 3.0]), got, S)
+    failure = correctness.compare_values(torch.tensor([1.0, 2.0, 3.0]), got, S)
     assert failure["check"] == check
     json.dumps(failure)
 
 
+@pytest.mark.parametrize("got, check", [
+    ([[[3], "torch.float32", "cpu"], [[2], "torch.float32", "cpu"]], "output_count"),
+    ([[[4], "torch.float32", "cpu"]], "shape"),
+    ([[[3], "torch.float64", "cpu"]], "dtype"),
+    ([[[3], "torch.float32", "cuda"]], "device"),
+])
+def test_signatures_are_compared_before_values(got, check):
+    failure = correctness.compare_signatures([[[3], "torch.float32", "cpu"]], got)
+    assert failure["check"] == check and correctness.describe_failure({**failure, "trial": 2}).endswith("(call 2)")
+
+
 def test_tolerance_depends_on_precision():
     e = torch.tensor([1.0, 2.0])
-    assert correctness.compare_tensor(e, e + 5e-5, S) is None
-    assert correctness.compare_tensor(e, e + 5e-3, S)["check"] == "values"
-    assert correctness.compare_tensor(e.half(), (e + 5e-3).half(), S) is None
-    assert correctness.compare_tensor(e.bfloat16(), (e + 0.05).bfloat16(), S)["check"] == "values"
-
-
-def test_trial_comparison_reports_trial_and_output_index():
-    e = [torch.zeros(3), torch.ones(2)]
-    failure = correctness.compare_trial(e, [torch.zeros(3), torch.zeros(2)], S, trial=4)
-    assert (failure["trial"], failure["output_index"], failure["check"]) == (4, 1, "values")
-    assert failure["max_abs_diff"] == 1.0
-    assert "trial 4" in correctness.describe_failure(failure)
-    assert correctness.compare_trial(e, e[:1], S, 0)["check"] == "output_count"
+    assert correctness.compare_values(e, e + 5e-5, S) is None
+    assert correctness.compare_values(e, e + 5e-3, S)["check"] == "values"
+    assert correctness.compare_values(e.half(), (e + 5e-3).half(), S) is None
+    assert correctness.compare_values(e.bfloat16(), (e + 0.05).bfloat16(), S)["check"] == "values"
 
 
 def test_integer_outputs_compare_exactly():
     e = torch.tensor([1, 2, 3])
-    assert correctness.compare_tensor(e, e.clone(), S) is None
-    assert correctness.compare_tensor(e, torch.tensor([1, 2, 4]), S)["check"] == "values"
+    assert correctness.compare_values(e, e.clone(), S) is None
+    assert correctness.compare_values(e, torch.tensor([1, 2, 4]), S)["check"] == "values"
+
+
+def test_stored_bytes_are_read_back_as_the_declared_dtype_and_located_in_the_output():
+    values = torch.arange(12, dtype=torch.float32)
+    assert torch.equal(correctness.as_tensor(values.numpy().tobytes(), "torch.float32"), values)
+    failure = correctness.compare_values(values[6:], torch.zeros(6), S)
+    located = correctness.locate(failure["examples"], first_element=6, shape=[3, 4])
+    assert located[0]["index"] == [1, 2] and located[0]["expected"] == 6.0
+    with pytest.raises(ValueError):
+        correctness.dtype_of("torch.not_a_dtype")
 
 
 # --- compile errors ------------------------------------------------------------------------
@@ -271,89 +315,21 @@ def test_speedup_and_its_spread():
     assert value == 2.0 and spread == pytest.approx(2.0 * math.hypot(0.1, 0.1))
 
 
-def test_timing_inputs_respect_the_memory_budget():
-    assert timing.input_set_count(3, 20, 1 << 20, 1024) == 23
-    assert timing.input_set_count(3, 20, 200 << 20, 1024) == 5
-    assert timing.input_set_count(3, 20, 4 << 30, 1024) == 1
+def test_the_candidates_time_is_its_window_less_the_references_overhead():
+    batch = timing.BatchTimes(calls=10, reference_window_s=0.030, reference_forward_s=0.020, candidate_window_s=0.015)
+    assert batch.reference_ms() == pytest.approx(2.0)
+    assert batch.candidate_ms() == pytest.approx(0.5)   # (15 ms - 10 ms of shared overhead) / 10 calls
+    # an implausibly short window is not taken below a share of itself
+    fast = timing.BatchTimes(calls=1, reference_window_s=0.030, reference_forward_s=0.020, candidate_window_s=0.008)
+    assert fast.candidate_ms() == pytest.approx(8.0 * timing.FLOOR_SHARE)
 
 
-def test_every_timed_call_gets_distinct_storage():
-    calls = timing.prepare_calls([[torch.ones(4), 3]], 5, "cpu")
-    pointers = {args[0].data_ptr() for args in calls}
-    assert len(pointers) == 5 and all(args[1] == 3 for args in calls)
-    seen = []
-    times = timing.measure(lambda x, k: seen.append(x.data_ptr()), calls, warmup=2, trials=3, device="cpu")
-    assert len(times) == 3 and all(t > 0 for t in times) and len(set(seen)) == 5
+def test_batches_are_sized_by_time_and_by_memory():
+    assert timing.calls_for(1e-3, 10.0, 1000, 1 << 20, 4096) == 10
+    assert timing.calls_for(1e-6, 10.0, 1000, 1 << 20, 4096) == 1000
+    assert timing.calls_for(1e-6, 10.0, 1000, 1 << 30, 4096) == 4
+    assert timing.calls_for(10.0, 10.0, 1000, 1, 4096) == 1
 
-
-def test_measure_binds_its_timer_before_the_first_call():
-    # a call that rebinds the module's timer (as a frame walk would) changes nothing measured
-    real = timing._perf_counter_ns
-
-    def rebinding_call():
-        timing._perf_counter_ns = lambda: 0
-    try:
-        calls = [()] * 4
-        times = timing.measure(rebinding_call, calls, warmup=1, trials=3, device="cpu")
-    finally:
-        timing._perf_counter_ns = real
-    assert len(times) == 3 and all(t > 0 for t in times)
-
-
-def test_measure_runs_after_call_outside_the_timed_region():
-    seen = []
-    times = timing.measure(lambda: None, [()] * 5, warmup=2, trials=3, device="cpu",
-                           after_call=lambda: (seen.append(1), time.sleep(0.02)))
-    assert len(seen) == 5 and max(times) < 15.0
-
-
-def test_module_guard_names_rebound_added_and_patched_globals():
-    module = types.ModuleType("fake_timing")
-    exec("def clock():\n    return 1\ndef measure(x=1):\n    return clock()\nSTATE = (1, 2)\n", vars(module))
-    guard = ModuleGuard({"timing": module})
-    assert guard.replaced() == []
-    module.clock = lambda: 0
-    module.fast = 1
-    module.measure.__defaults__ = (2,)
-    assert guard.replaced() == ["timing.clock", "timing.fast (added)", "timing.measure.__defaults__"]
-
-
-def _cand(**kw):
-    base = dict(timing_audit={"calls": 5, "idle_calls": 0, "replaced": [], "patched": []},
-                summary={"kernels_defined": 1}, times_ms=[1.0, 1.0], timing_wall_s=0.5,
-                final_trial={"launches": 1, "n_outputs": 1}, repeated_messages=[])
-    return types.SimpleNamespace(**{**base, **kw})
-
-
-def test_timing_audit_of_an_honest_run_is_empty():
-    assert audit_flags(_cand(), []) == []
-    assert audit_flags(_cand(times_ms=[0.001] * 5, timing_wall_s=3.0), []) == []  # tiny kernels: no lower bound
-
-
-@pytest.mark.parametrize("change, flag", [
-    ({"timing_audit": {"calls": 5, "idle_calls": 3, "replaced": [], "patched": []}}, "kernel_never_launched"),
-    ({"final_trial": {"launches": 0, "n_outputs": 1}}, "kernel_never_launched"),
-    ({"timing_audit": {"calls": 5, "idle_calls": 0, "replaced": ["timing._perf_counter_ns"], "patched": []}},
-     "timer_tampering"),
-    ({"timing_audit": {"calls": 5, "idle_calls": 0, "replaced": ["channel.send"], "patched": []}},
-     "harness_tampering"),
-    ({"timing_audit": {"calls": 5, "idle_calls": 0, "replaced": [], "patched": ["torch.cuda.synchronize"]}},
-     "timer_tampering"),
-    ({"times_ms": [400.0, 400.0], "timing_wall_s": 0.5}, "timer_tampering"),  # more time than the phase had
-    ({"timing_audit": None}, "harness_tampering"),
-    ({"repeated_messages": ["timing"]}, "harness_tampering"),
-])
-def test_timing_audit_flags(change, flag):
-    found = dict(audit_flags(_cand(**change), []))
-    assert flag in found, found
-
-
-def test_patches_already_reported_at_correctness_are_not_repeated():
-    cand = _cand(timing_audit={"calls": 5, "idle_calls": 0, "replaced": [], "patched": ["torch.relu"]})
-    assert audit_flags(cand, ["torch.relu"]) == []
-
-
-# --- fingerprint ----------------------------------------------------------------------------
 
 def test_fingerprint_is_cached_and_key_ignores_volatile_fields():
     fp = device_fingerprint("cpu")
@@ -361,75 +337,129 @@ def test_fingerprint_is_cached_and_key_ignores_volatile_fields():
     assert device_fingerprint("cpu") == fp and time.monotonic() - started < 0.05
     assert fp["harness_version"] and fp["torch"] == torch.__version__
     key = fingerprint_key(fp)
-    assert fingerprint_key({**fp, "network_isolated": not fp["network_isolated"], "rlimits": {}}) == key
+    assert fingerprint_key({**fp, "network_isolated": False, "sandbox_uid": 7}) == key
     assert fingerprint_key({**fp, "torch": "0.0"}) != key
     assert not torch.cuda.is_initialized()
 
 
-# --- extension cache (fake builds: the real compiler is exercised by the corpus) ---------------
+# --- builds (the build sandbox is exercised by the corpus; here its cache and its checks) ---------
 
-class FakeCache(ExtensionCache):
-    def _load_built(self, meta, directory):
-        return types.SimpleNamespace(__name__=meta["module_name"], loaded_from=directory)
+ARGS = {"name": "e", "cpp_sources": ["int f() { for (;;) {} }"], "extra_cflags": ["-O2"], "functions": ["f"]}
 
 
-def fake_build(counter: list, fail: str | None = None, delay: float = 0.3):
-    def build(directory):
-        counter.append(directory)
-        time.sleep(delay)
-        if fail:
-            raise RuntimeError(f"Error building extension 'e': {fail}")
-        so = os.path.join(directory, "e.so")
-        open(so, "w").close()
-        return types.SimpleNamespace(__name__="e", __file__=so)
-    return build
+def builder(tmp_path, **settings) -> builds.Builder:
+    return builds.Builder(EvalSettings(extensions_dir=str(tmp_path), **settings), "", {"cxx": "g++ 12"}, str(tmp_path))
 
 
-def test_concurrent_builds_of_one_hash_build_once(tmp_path):
-    builds, results = [], []
+@pytest.mark.parametrize("kind, args, complaint", [
+    ("inline", {**ARGS, "name": "../../etc/evil"}, "identifier"),
+    ("inline", {**ARGS, "name": 3}, "identifier"),
+    ("inline", {**ARGS, "cpp_sources": [1]}, "strings"),
+    ("inline", {**ARGS, "extra_cflags": ["-O2"] * 100}, "at most"),
+    ("inline", {**ARGS, "functions": ["f(); system(\"x\")"]}, r"C\+\+ functions"),
+    ("inline", {**ARGS, "with_cuda": "yes"}, "True or False"),
+    ("inline", {**ARGS, "cpp_sources": ["x" * (builds.MAX_SOURCE_BYTES + 1)]}, "exceed"),
+    ("file", {"name": "e", "sources": [["../evil.so", "x"]]}, r"C\+\+/CUDA files"),
+    ("rust", ARGS, "unknown"),
+])
+def test_build_requests_are_validated(kind, args, complaint):
+    with pytest.raises(builds.BuildRequestError, match=complaint):
+        builds.validate(kind, args)
 
-    def worker():
-        cache = FakeCache(str(tmp_path), "g++ 12", "")
-        results.append(cache._cached_build("abc", "e", fake_build(builds), [], []))
-    threads = [threading.Thread(target=worker) for _ in range(3)]
+
+def test_build_key_covers_every_input_of_the_build(tmp_path):
+    b = builder(tmp_path)
+    env = builds.build_environment(b.settings)
+    key = b.key("inline", builds.validate("inline", ARGS), env)
+    assert key == b.key("inline", builds.validate("inline", {**ARGS, "verbose": True}), env)  # ignored arguments
+    assert key != b.key("inline", builds.validate("inline", {**ARGS, "cpp_sources": ["int g();"]}), env)
+    assert key != b.key("inline", builds.validate("inline", {**ARGS, "extra_cflags": ["-O3"]}), env)
+    assert key != b.key("inline", builds.validate("inline", ARGS), {**env, "CXX": "/other/c++"})
+    assert key != builds.Builder(b.settings, "", {"cxx": "g++ 13"}, str(tmp_path)).key(
+        "inline", builds.validate("inline", ARGS), env)
+    arch = builds.build_environment(EvalSettings(cuda_arch_list="9.0"))
+    assert arch["TORCH_CUDA_ARCH_LIST"] == "9.0" and b.key("inline", builds.validate("inline", ARGS), arch) != key
+
+
+def fake_compile(calls: list, outcome: dict | None, so: bytes = b"\x7fELF fake"):
+    def compile_(self, kind, args, key, environment):
+        calls.append(key)
+        time.sleep(0.2)
+        if outcome is None or not outcome["ok"]:
+            return outcome and dict(outcome)
+        path = os.path.join(self.workdir, f"{key}.so")
+        with open(path, "wb") as f:
+            f.write(so)
+        return {**outcome, "module": args["name"], "file": f"{args['name']}.so", "aten_calls": [], "_module_path": path}
+    return compile_
+
+
+def test_concurrent_requests_for_one_build_compile_once(tmp_path, monkeypatch):
+    calls, records = [], []
+    monkeypatch.setattr(builds.Builder, "_compile", fake_compile(calls, {"ok": True}))
+    args = builds.validate("inline", ARGS)
+    threads = [threading.Thread(target=lambda: records.append(builder(tmp_path).build("inline", args))) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(builds) == 1 and len(results) == 3
-    entries = sorted(p.name for p in tmp_path.iterdir())
-    assert entries == ["abc", "abc.lock"], "no temp dir left behind"
-    assert (tmp_path / "abc" / "e.so").exists()
+    assert len(calls) == 1 and [r.ok for r in records] == [True] * 3 and sum(r.cached for r in records) == 2
+    entry = tmp_path / calls[0]
+    assert sorted(p.name for p in entry.iterdir()) == ["e.so", "meta.json"]
+    assert not [p for p in tmp_path.iterdir() if ".tmp." in p.name], "no staging directory left behind"
 
 
-def test_deterministic_compile_failures_are_cached_transient_ones_are_not(tmp_path):
-    builds = []
-    cache = FakeCache(str(tmp_path), "g++ 12", "")
-    log = "/b/main.cpp:1:1: error: nope"
+def test_a_failure_is_served_only_to_the_identical_build_and_a_stopped_compiler_is_not_cached(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(builds.Builder, "_compile", fake_compile(calls, {"ok": False, "log": "main.cpp:1:1: error: nope"}))
+    failing = builds.validate("inline", ARGS)
     for _ in range(2):
-        with pytest.raises(CompileError) as info:
-            FakeCache(str(tmp_path), "g++ 12", "")._cached_build("bad", "e", fake_build(builds, log), [], [])
-    assert len(builds) == 1 and info.value.cached and "error: nope" in info.value.feedback
-    for _ in range(2):
-        with pytest.raises(RuntimeError):
-            cache._cached_build("oom", "e", fake_build(builds, "c++: fatal error: Killed signal"), [], [])
-    assert len(builds) == 3 and not (tmp_path / "oom").exists()
+        record = builder(tmp_path).build("inline", failing)
+        assert not record.ok and "error: nope" in record.feedback
+    assert len(calls) == 1
+    monkeypatch.setattr(builds.Builder, "_compile", fake_compile(calls, {"ok": True}))
+    other = builder(tmp_path).build("inline", builds.validate("inline", {**ARGS, "cpp_sources": ["int g();"]}))
+    assert other.ok and len(calls) == 2, "another build's failure is never served"
+    monkeypatch.setattr(builds.Builder, "_compile", fake_compile(calls, None))
+    stopped = builds.validate("inline", {**ARGS, "name": "stopped"})
+    assert all(builder(tmp_path).build("inline", stopped).transient for _ in range(2)) and len(calls) == 4
 
 
-def test_cache_key_covers_sources_flags_and_compiler():
-    a = ExtensionCache("/x", "g++ 12", "")
-    args = {"name": "e", "cpp_sources": ["int f();"], "extra_cflags": ["-O2"], "build_directory": "/a"}
-    key = a._key("inline", args)
-    assert key == a._key("inline", {**args, "build_directory": "/b"})
-    assert key != a._key("inline", {**args, "cpp_sources": ["int g();"]})
-    assert key != a._key("inline", {**args, "extra_cflags": ["-O3"]})
-    assert key != ExtensionCache("/x", "g++ 13", "")._key("inline", args)
+def test_own_compute_and_backends_are_read_from_the_sources():
+    assert static_checks.has_own_compute(["__global__ void k(float* x) {}"])
+    assert static_checks.has_own_compute(["void f(float* o, int n) { for (int i = 0; i < n; ++i) o[i] = 0; }"])
+    assert not static_checks.has_own_compute(["torch::Tensor f(torch::Tensor a) { return at::cpu::mm(a, a); } // for (;;)"])
+    assert static_checks.detect_backend("import triton\n@triton.jit\ndef k(): pass") == "triton"
+    assert static_checks.detect_backend("load_inline('e', cpp_sources=C, cuda_sources=K)") == "cuda"
+    assert static_checks.detect_backend("load_inline('e', cpp_sources=C)") == "cpp"
+
+
+@pytest.mark.parametrize("symbol, parts, compute", [
+    ("_ZN2at3cpu2mmERKNS_6TensorES3_", ["at", "cpu", "mm"], True),
+    ("_ZN2at4_ops4relu4callERKNS_6TensorE", ["at", "_ops", "relu", "call"], True),
+    ("_ZNK2at6Tensor6matmulERKS0_", ["at", "Tensor", "matmul"], True),
+    ("_ZN2at4_ops10empty_like4callERKNS_6TensorE", ["at", "_ops", "empty_like", "call"], False),
+    ("_ZN3c1019UndefinedTensorImpl10_singletonE", ["c10", "UndefinedTensorImpl", "_singleton"], False),
+    ("_Z4fooxv", [], False),
+    ("memcpy", [], False),
+])
+def test_mangled_aten_names_are_recognised(symbol, parts, compute):
+    found = binary_checks.nested_name(symbol)
+    assert found == parts
+    assert (bool(found) and found[0] in binary_checks.NAMESPACES
+            and any(binary_checks.is_compute_op(p) for p in found[1:])) == compute
+
+
+def test_a_file_that_is_not_elf_calls_nothing(tmp_path):
+    junk = tmp_path / "junk.so"
+    junk.write_bytes(b"\x7fELF" + os.urandom(4096))
+    assert binary_checks.aten_compute_calls(str(junk)) == []
 
 
 # --- workspaces ---------------------------------------------------------------------------------
 
 def test_workspaces_of_dead_owners_are_swept(tmp_path):
-    from workers.evaluation.workspace import sweep_orphans
+    from workers.evaluation.session import sweep_orphans
     dead = tmp_path / "kturn-eval-999999999-abc"   # no such pid
     alive = tmp_path / f"kturn-eval-{os.getpid()}-def"
     fresh = tmp_path / "kturn-eval-999999998-ghi"

@@ -3,8 +3,10 @@
     from workers.evaluation import EvalSettings, EvalResult, Timing, evaluate, \
         device_fingerprint, fingerprint_key
 
-Exports are resolved lazily so that the sandboxed child (`python -m
-workers.evaluation.runner`) can confine itself before torch is imported.
+Layout of the trust boundary: the modules here and in `sandbox/` run in the parent and
+decide the verdict; `inside/` runs in the sandboxed children, beside untrusted code, and
+only executes and reports. Exports are resolved lazily so that a child imports only what it
+needs.
 """
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""Output comparison, done in the parent (the candidate never holds the expected outputs).
+"""Output comparison, done in the parent on bytes both children stored (the candidate never
+holds the expected outputs).
 
-Per trial and per output: count, exact shape, exact dtype, NaN positions (matching NaNs
-are fine, a NaN against a number fails and vice versa), infinities (same positions and
-signs), then allclose on the finite values with the dtype's tolerance.
+Signatures first (output count, exact shape, dtype and device type), then values, a stored
+range at a time: NaN positions must match (a NaN against a number fails, and vice versa),
+infinities must match in position and sign, finite values must be allclose with the dtype's
+tolerance; integer and boolean outputs must be equal.
 """
 from __future__ import annotations
 
@@ -13,32 +15,45 @@ from .settings import EvalSettings
 MAX_EXAMPLES = 3
 
 
-def compare_trial(expected: list, got: list, settings: EvalSettings, trial: int) -> dict | None:
-    """None when the trial passes, otherwise a details dict naming the failed check."""
+def compare_signatures(expected: list, got: list) -> dict | None:
+    """None when the candidate's outputs look like the reference's, else the failed check."""
     if len(expected) != len(got):
-        return {"check": "output_count", "trial": trial, "expected_outputs": len(expected),
-                "got_outputs": len(got)}
-    for index, (e, g) in enumerate(zip(expected, got)):
-        failure = compare_tensor(e, g, settings)
-        if failure is not None:
-            return {"trial": trial, "output_index": index, **failure}
+        return {"check": "output_count", "expected_outputs": len(expected), "got_outputs": len(got)}
+    for index, ((e_shape, e_dtype, e_device), (g_shape, g_dtype, g_device)) in enumerate(zip(expected, got)):
+        if list(e_shape) != list(g_shape):
+            return {"check": "shape", "output_index": index, "expected_shape": e_shape, "got_shape": g_shape}
+        if e_dtype != g_dtype:
+            return {"check": "dtype", "output_index": index, "expected_dtype": e_dtype, "got_dtype": g_dtype}
+        if e_device != g_device:
+            return {"check": "device", "output_index": index, "expected_device": e_device, "got_device": g_device}
     return None
 
 
-def compare_tensor(e: torch.Tensor, g: torch.Tensor, settings: EvalSettings) -> dict | None:
-    if tuple(e.shape) != tuple(g.shape):
-        return {"check": "shape", "expected_shape": list(e.shape), "got_shape": list(g.shape)}
-    if e.dtype != g.dtype:
-        return {"check": "dtype", "expected_dtype": str(e.dtype), "got_dtype": str(g.dtype)}
+def dtype_of(name: str) -> torch.dtype:
+    dtype = getattr(torch, name.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}")
+    return dtype
+
+
+def as_tensor(data: bytes | bytearray, dtype_name: str) -> torch.Tensor:
+    """Raw little-endian bytes as a 1-D tensor (no parsing beyond a reinterpretation)."""
+    buffer = bytearray(data)
+    if not buffer:
+        return torch.empty(0, dtype=dtype_of(dtype_name))
+    return torch.frombuffer(buffer, dtype=torch.uint8).view(dtype_of(dtype_name))
+
+
+def compare_values(e: torch.Tensor, g: torch.Tensor, settings: EvalSettings) -> dict | None:
+    """Two 1-D tensors of one dtype; None when they agree, else what differs (flat positions)."""
     if e.numel() == 0:
         return None
     if not (e.dtype.is_floating_point or e.dtype.is_complex):
         return _compare_exact(e, g)
     atol, rtol = settings.tolerance_for(str(e.dtype))
     if e.dtype.is_complex:
-        e, g = torch.view_as_real(e), torch.view_as_real(g)
-    e, g = e.detach().to(torch.float64), g.detach().to(torch.float64)
-    return _compare_float(e, g, atol, rtol)
+        e, g = torch.view_as_real(e).reshape(-1), torch.view_as_real(g).reshape(-1)
+    return _compare_float(e.to(torch.float64), g.to(torch.float64), atol, rtol)
 
 
 def _compare_exact(e: torch.Tensor, g: torch.Tensor) -> dict | None:
@@ -56,27 +71,23 @@ def _compare_float(e: torch.Tensor, g: torch.Tensor, atol: float, rtol: float) -
         bad = e_nan != g_nan
         return {"check": "nan", "mismatched": int(bad.sum()), "total": e.numel(),
                 "nan_where_expected_number": int((g_nan & ~e_nan).sum()),
-                "number_where_expected_nan": int((e_nan & ~g_nan).sum()),
-                "examples": _examples(bad, e, g)}
-    e_inf, g_inf = torch.isinf(e), torch.isinf(g)
-    inf_bad = (e_inf | g_inf) & ~(e == g)
+                "number_where_expected_nan": int((e_nan & ~g_nan).sum()), "examples": _examples(bad, e, g)}
+    inf_bad = (torch.isinf(e) | torch.isinf(g)) & ~(e == g)
     if bool(inf_bad.any()):
-        return {"check": "inf", "mismatched": int(inf_bad.sum()), "total": e.numel(),
-                "examples": _examples(inf_bad, e, g)}
+        return {"check": "inf", "mismatched": int(inf_bad.sum()), "total": e.numel(), "examples": _examples(inf_bad, e, g)}
     finite = torch.isfinite(e)
     diff = torch.where(finite, (g - e).abs(), torch.zeros_like(e))
     bad = diff > atol + rtol * e.abs()
     if not bool(bad.any()):
         return None
     rel = diff / e.abs().clamp_min(1e-12)
-    return {"check": "values", "mismatched": int(bad.sum()), "total": e.numel(), "atol": atol,
-            "rtol": rtol, "max_abs_diff": float(diff.max()), "max_rel_diff": float(rel[finite].max()),
-            "examples": _examples(bad, e, g)}
+    return {"check": "values", "mismatched": int(bad.sum()), "total": e.numel(), "atol": atol, "rtol": rtol,
+            "max_abs_diff": float(diff.max()), "max_rel_diff": float(rel[finite].max()), "examples": _examples(bad, e, g)}
 
 
 def _examples(bad: torch.Tensor, e: torch.Tensor, g: torch.Tensor) -> list[dict]:
-    positions = bad.nonzero()[:MAX_EXAMPLES].tolist()
-    return [{"index": p, "expected": _num(e[tuple(p)]), "got": _num(g[tuple(p)])} for p in positions]
+    positions = bad.nonzero().reshape(-1)[:MAX_EXAMPLES].tolist()
+    return [{"position": p, "expected": _num(e[p]), "got": _num(g[p])} for p in positions]
 
 
 def _num(value: torch.Tensor):
@@ -86,30 +97,36 @@ def _num(value: torch.Tensor):
     return v
 
 
-def outputs_match(a: list, b: list, settings: EvalSettings) -> bool:
-    """Same outputs within tolerance (NaNs in the same places)."""
-    return len(a) == len(b) and all(compare_tensor(x, y, settings) is None for x, y in zip(a, b))
+def locate(examples: list[dict], first_element: int, shape: list[int]) -> list[dict]:
+    """Turn flat positions within a stored range into indices of the whole output."""
+    located = []
+    for example in examples:
+        flat, index = first_element + example.pop("position"), []
+        for size in reversed(shape or []):
+            index.append(flat % size if size else 0)
+            flat = flat // size if size else 0
+        located.append({"index": list(reversed(index)), **example})
+    return located
 
 
-def outputs_identical(a: list, b: list) -> bool:
-    return len(a) == len(b) and all(
-        x.shape == y.shape and x.dtype == y.dtype and torch.equal(
-            x.contiguous().reshape(-1).view(torch.uint8) if x.dtype.is_floating_point else x,
-            y.contiguous().reshape(-1).view(torch.uint8) if y.dtype.is_floating_point else y)
-        for x, y in zip(a, b))
+SENTENCES = {
+    "output_count": "forward returned {got_outputs} outputs, expected {expected_outputs}",
+    "shape": "{out} has shape {got_shape}, expected {expected_shape}",
+    "dtype": "{out} has dtype {got_dtype}, expected {expected_dtype}",
+    "device": "{out} is on {got_device}, expected {expected_device}",
+    "output_type": "{reason}",
+    "varying_outputs": "the outputs' shapes or dtypes differ from one call to the next",
+}
 
 
 def describe_failure(failure: dict) -> str:
     """One sentence for the error field; the numbers stay in details."""
-    where = f"trial {failure['trial']}"
+    where = f"call {failure['trial']}" if "trial" in failure else "a call"
     out = f"output {failure.get('output_index', 0)}"
     check = failure["check"]
-    if check == "output_count":
-        return f"forward returned {failure['got_outputs']} outputs, expected {failure['expected_outputs']} ({where})"
-    if check == "shape":
-        return f"{out} has shape {tuple(failure['got_shape'])}, expected {tuple(failure['expected_shape'])} ({where})"
-    if check == "dtype":
-        return f"{out} has dtype {failure['got_dtype']}, expected {failure['expected_dtype']} ({where})"
+    if check in SENTENCES:
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in failure.items()}
+        return SENTENCES[check].format(out=out, **values) + f" ({where})"
     if check == "nan":
         parts = []
         if failure["nan_where_expected_number"]:
@@ -119,7 +136,7 @@ def describe_failure(failure: dict) -> str:
         return f"{out} has {' and '.join(parts)} ({where})"
     if check == "inf":
         return f"{out} has infinities that do not match the reference at {failure['mismatched']} positions ({where})"
-    text = f"{out} differs from the reference at {failure['mismatched']} of {failure['total']} positions ({where}"
+    text = f"{out} differs from the reference at {failure['mismatched']} of {failure['total']} compared positions ({where}"
     if failure.get("max_abs_diff") is not None:
         text += f"; max abs diff {failure['max_abs_diff']:.4g}"
     if failure.get("max_rel_diff") is not None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-HARNESS_VERSION = "kturn-eval-1.0"
+HARNESS_VERSION = "kturn-eval-2.0"
 # Keys that identify the timing environment (volatile facts such as whether this
 # particular run got a network namespace are excluded from the key).
 KEY_FIELDS = ("device", "device_name", "driver_version", "cuda_runtime", "cpu_model", "cpu_count",
@@ -72,14 +72,6 @@ def _gpu_facts() -> dict:
         return {"device_name": None, "driver_version": None}
 
 
-def _network_isolation_available() -> bool:
-    probe = "import ctypes,sys;sys.exit(0 if ctypes.CDLL(None,use_errno=True).unshare(0x40000000)==0 else 1)"
-    try:
-        return subprocess.run([sys.executable, "-c", probe], timeout=30).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
 def device_fingerprint(device: str) -> dict:
     if device not in _cache:
         import torch  # the package only; nothing here touches the CUDA runtime
@@ -92,7 +84,6 @@ def device_fingerprint(device: str) -> dict:
             fp["cuda_runtime"] = torch.version.cuda
         else:
             fp.update({"device_name": fp["cpu_model"], "driver_version": None, "cuda_runtime": None})
-        fp["network_isolated"] = _network_isolation_available()
         _cache[device] = fp
     return dict(_cache[device])
 
@@ -103,6 +94,6 @@ def fingerprint_key(fingerprint: dict) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def compiler_id(fingerprint: dict) -> str:
-    """What the extension cache key records about the toolchain."""
-    return f"{fingerprint.get('cxx')}|{fingerprint.get('nvcc')}"
+def toolchain(fingerprint: dict) -> dict:
+    """What a build depends on besides its sources and environment (part of the build key)."""
+    return {k: fingerprint.get(k) for k in ("cxx", "nvcc", "torch", "torch_cuda", "python", "platform", "harness_version")}

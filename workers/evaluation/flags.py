@@ -1,21 +1,22 @@
-"""Named flags an evaluation can raise, and which of them disqualify by default."""
+"""Named flags an evaluation can raise, and which of them disqualify by default.
+
+Only "no custom kernel does any of the work" (and code that goes after the harness) is a
+hack: a partial replacement — some operators in a custom kernel, the rest left to PyTorch —
+is an honest answer, scored on its measured speedup (`torch_compute_ops` is informational).
+"""
 from __future__ import annotations
 
 NO_CUSTOM_KERNEL = "no_custom_kernel"
 KERNEL_NEVER_LAUNCHED = "kernel_never_launched"
-TORCH_FALLBACK = "torch_fallback"
 CALLS_REFERENCE = "calls_reference"
-TORCH_COMPUTE_OPS = "torch_compute_ops"
 THREADS_OR_SUBPROCESSES = "threads_or_subprocesses"
 TIMER_TAMPERING = "timer_tampering"        # time.* / CUDA events / synchronize patched
-HARNESS_TAMPERING = "harness_tampering"    # sys.modules, builtins, gc, inspect, frames, raw fds
+HARNESS_TAMPERING = "harness_tampering"    # the channel forged, outputs changed after they were reported, ...
 MONKEYPATCH_TORCH = "monkeypatch_torch"
-CACHED_RESULTS = "cached_results"
-UNINITIALISED_OUTPUT = "uninitialised_output"
 PRECISION_DOWNGRADE = "precision_downgrade"
-INPUT_MUTATION = "input_mutation"
-OUTPUT_ALIASES_INPUT = "output_aliases_input"
 # informational
+TORCH_COMPUTE_OPS = "torch_compute_ops"    # PyTorch computes part of the answer (a partial replacement)
+TORCH_FALLBACK = "torch_fallback"          # a try/except around the kernel build or launch
 SPEEDUP_RECHECKED = "speedup_rechecked"
 SPEEDUP_UNCONFIRMED = "speedup_unconfirmed"  # recheck disagreed wildly: the slower figure is kept
 TIMING_NOT_MEANINGFUL = "timing_not_meaningful"
@@ -26,22 +27,16 @@ OUT_OF_MEMORY = "out_of_memory"
 DEFAULT_STRICT_FLAGS: tuple[str, ...] = (
     NO_CUSTOM_KERNEL,
     KERNEL_NEVER_LAUNCHED,
-    TORCH_FALLBACK,
     CALLS_REFERENCE,
-    TORCH_COMPUTE_OPS,
     THREADS_OR_SUBPROCESSES,
     TIMER_TAMPERING,
     HARNESS_TAMPERING,
     MONKEYPATCH_TORCH,
-    CACHED_RESULTS,
-    UNINITIALISED_OUTPUT,
     PRECISION_DOWNGRADE,
-    INPUT_MUTATION,
-    OUTPUT_ALIASES_INPUT,
 )
 
 # Flags relaxed by a "the reference's own torch code wrapped as ModelNew" calibration run.
-KERNEL_REQUIREMENT_FLAGS: tuple[str, ...] = (NO_CUSTOM_KERNEL, KERNEL_NEVER_LAUNCHED, TORCH_COMPUTE_OPS)
+KERNEL_REQUIREMENT_FLAGS: tuple[str, ...] = (NO_CUSTOM_KERNEL, KERNEL_NEVER_LAUNCHED)
 
 
 class FlagSet:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .flags import DEFAULT_STRICT_FLAGS
 
@@ -12,31 +12,36 @@ DEVICES = ("cpu", "cuda")
 
 @dataclass(frozen=True)
 class EvalSettings:
+    # The backend the model was asked to write for (the prompt says so). The evaluation itself
+    # uses the backend the code is written in; one the device cannot run is a backend mismatch.
     backend: str = "cpp"            # "cpp" | "cuda" | "triton"
     device: str = "cpu"             # "cpu" | "cuda"
-    correctness_trials: int = 5
+    correctness_trials: int = 5       # at least this many calls on fresh inputs are compared
     atol: float = 1e-4              # fp32 tolerances
     rtol: float = 1e-4
     low_precision_tol: float = 1e-2  # fp16/bf16: used as both atol and rtol
-    warmup_runs: int = 3
-    timing_trials: int = 20
-    compile_timeout_s: float = 600.0  # bounds child start-up, solution import and its kernel builds
-    run_timeout_s: float = 120.0      # bounds correctness and timing phases each (what `--timeout` sets)
-    memory_limit_mb: int = 4096       # RLIMIT_AS on CPU (a g++ torch-extension build peaks ~1.6 GB RSS)
+    warmup_runs: int = 3              # warm-up batches (compared, not timed; at least one)
+    timing_trials: int = 20           # timed batches: each one sample of the per-call time
+    timing_batch_ms: float = 10.0     # a batch makes enough calls to take about this long
+    max_calls_per_batch: int = 1000
+    batch_memory_mb: int = 4096       # inputs and outputs of one batch's calls, on the device
+    verify_mb_per_batch: int = 32     # output bytes compared with the reference's per batch
+    compile_timeout_s: float = 600.0  # bounds the child's start-up, the solution's import and its builds
+    run_timeout_s: float = 120.0      # bounds each request of the run (a batch, a store)
+    memory_limit_mb: int = 4096       # memory cgroup per child (RLIMIT_AS on a CPU host without one)
+    tmp_mb: int = 1024                # each private tmpfs (/tmp, /var/tmp, /dev/shm) of a child
     cpu_threads: int = 1              # same for reference and candidate
     speedup_recheck_threshold: float = 10.0
+    speedup_disagreement_factor: float = 2.0  # recheck speedup off by more than this: not believed
     extensions_dir: str | None = None  # default $KTURN_EXTENSIONS_DIR or ~/.cache/kturn/extensions
     max_build_jobs: int = 2
-    # --- additions ---
+    cuda_arch_list: str | None = None  # TORCH_CUDA_ARCH_LIST for builds (default: the worker's environment)
     strict_flags: tuple[str, ...] = DEFAULT_STRICT_FLAGS  # flags that disqualify (reward 0)
     skip_run_when_disqualified: bool = True  # a static strict flag ends the evaluation before any child runs
-    max_processes: int = 512          # pids cgroup per child; RLIMIT_NPROC where no cgroup (see cgroups.py)
+    max_processes: int = 512          # pids cgroup per child; RLIMIT_NPROC where no cgroup
     max_file_mb: int = 2048           # RLIMIT_FSIZE
-    timing_input_budget_mb: int = 1024  # bytes of distinct timing input sets kept alive at once
-    l2_flush_mb: int = 256            # GPU: buffer written between timed trials
-    speedup_disagreement_factor: float = 2.0  # recheck speedup off by more than this: not believed
-    # When the harness runs as root, each candidate runs as a uid of its own from
-    # [sandbox_uid, sandbox_uid + sandbox_uid_pool), group sandbox_uid (see sandbox_user.py).
+    # When the harness runs as root, each child runs as a uid of its own from
+    # [sandbox_uid, sandbox_uid + sandbox_uid_pool), group sandbox_uid (see sandbox/users.py).
     # Unassigned ids by default: no host account or file belongs to them. 0 turns it off.
     sandbox_uid: int = 1_000_000_000
     sandbox_uid_pool: int = 64
@@ -73,3 +78,5 @@ class EvalSettings:
             raise ValueError("backend 'cuda' needs device 'cuda'")
         if self.correctness_trials < 1 or self.timing_trials < 1 or self.warmup_runs < 0:
             raise ValueError("correctness_trials and timing_trials must be >= 1, warmup_runs >= 0")
+        if self.timing_batch_ms <= 0 or self.max_calls_per_batch < 1 or self.verify_mb_per_batch < 1:
+            raise ValueError("timing_batch_ms, max_calls_per_batch and verify_mb_per_batch must be positive")

@@ -1,6 +1,8 @@
 """Static (AST and text) checks of a candidate solution, run in the parent before any
-child starts. They name hacks with line numbers; the runtime checks in the child
-(hooks.py) catch what static analysis misses (obfuscated calls, operators, C++ ATen calls).
+child starts. They name suspicious code with line numbers and are a cheap first filter, not
+the defence: what decides a verdict is what the parent checks at run time (outputs, its own
+clock, the builds it made). Also here: which backend the code is written for, and whether an
+extension's sources compute anything themselves.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import flags as F
+from .binary_checks import is_compute_op
 from .flags import FlagSet
 
 THREAD_MODULES = {"threading", "_thread", "multiprocessing", "concurrent", "subprocess", "pty",
@@ -53,14 +56,7 @@ ALLOWED_TORCH_CALLS = {
 ALLOWED_TORCH_PREFIXES = ("cuda.", "utils.cpp_extension.", "nn.init.", "backends.", "library.")
 NN_CONTAINER_CALLS = {"Parameter", "ParameterList", "ParameterDict", "parameter.Parameter",
                       "Buffer", "Identity"}
-CPP_COMPUTE_RE = re.compile(
-    r"\b(?:torch|at)::(matmul|mm|bmm|addmm|baddbmm|mv|dot|einsum|linear|conv\w*|relu\w*|gelu|silu|"
-    r"sigmoid|tanh|softmax|log_softmax|layer_norm|batch_norm|group_norm|instance_norm|max_pool\w*|"
-    r"avg_pool\w*|adaptive_\w+|sum|mean|max|min|amax|amin|prod|cumsum|exp|log|sqrt|rsqrt|pow|add|sub|"
-    r"mul|div|clamp\w*|where|maximum|minimum|abs|neg|scaled_dot_product_attention|dropout|"
-    r"cross_entropy|nll_loss|mse_loss|norm|var|std|argmax|argmin|sort|topk|gather|scatter\w*|"
-    r"index_select|cat|stack|transpose|matrix_power|tensordot|outer|addcmul|addcdiv|lerp|hardtanh|"
-    r"leaky_relu|elu|selu|softplus|mish|erf)\s*\(")
+CPP_CALL_RE = re.compile(r"\b(?:torch|at)::(\w+)\s*\(")
 LOW_PRECISION_TEXT_RE = re.compile(
     r"__half\b|\bhalf2\b|__nv_bfloat16|\bkHalf\b|\bkBFloat16\b|__float2half|__half2float|"
     r"\btl\.float16\b|\btl\.bfloat16\b")
@@ -221,7 +217,18 @@ class _Module(ast.NodeVisitor):
             q = qualname(target, self.aliases) or ""
             if q.startswith("triton.") and q.split(".")[-1] in ("jit", "autotune", "heuristics"):
                 self.report.defines_kernel = True
+                self._check_triton_body(node)
         self.generic_visit(node)
+
+    def _check_triton_body(self, kernel) -> None:
+        """A Triton kernel's body is Triton's language; on the CPU interpreter it runs as Python,
+        where a torch call inside it would be PyTorch doing the work under a kernel's name."""
+        for node in ast.walk(kernel):
+            q = qualname(node, self.aliases) if isinstance(node, (ast.Name, ast.Attribute)) else None
+            if q and (q == "torch" or q.startswith("torch.")) or isinstance(node, ast.Name) and node.id in ("torch", "np", "numpy"):
+                self.flags.add(F.NO_CUSTOM_KERNEL, f"{_line(node)}: Triton kernel {kernel.name}() uses "
+                                                   f"{q or getattr(node, 'id', 'torch')}: PyTorch would do the work")
+                return
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -372,9 +379,10 @@ def _check_forward_call(node: ast.Call, aliases, submodules, flags: FlagSet, ref
 
 
 def _check_source_text(text: str, report: StaticReport, ref_fp32: bool) -> None:
-    for match in CPP_COMPUTE_RE.finditer(text):
-        line = text.count("\n", 0, match.start()) + 1
-        report.flags.add(F.TORCH_COMPUTE_OPS, f"line {line}: kernel source calls {match.group(0).rstrip('( ')}")
+    for match in CPP_CALL_RE.finditer(text):
+        if is_compute_op(match.group(1)):
+            line = text.count("\n", 0, match.start()) + 1
+            report.flags.add(F.TORCH_COMPUTE_OPS, f"line {line}: kernel source calls {match.group(0).rstrip('( ')}")
     if ref_fp32:
         for match in LOW_PRECISION_TEXT_RE.finditer(text):
             line = text.count("\n", 0, match.start()) + 1
@@ -382,6 +390,24 @@ def _check_source_text(text: str, report: StaticReport, ref_fp32: bool) -> None:
                              f"line {line}: {match.group(0)} in kernel code but the reference is fp32")
 
 
-def cpp_compute_calls(source: str) -> list[str]:
-    """ATen compute calls in C++/CUDA source (used on the sources load_inline actually got)."""
-    return sorted({m.group(1) for m in CPP_COMPUTE_RE.finditer(source)})
+COMMENT_RE = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
+OWN_COMPUTE_RE = re.compile(r"__global__|\bfor\s*\(|\bwhile\s*\(|\bdo\s*\{|parallel_for|#\s*pragma\s+omp|\bvectorized?\b")
+
+
+def has_own_compute(sources: list[str]) -> bool:
+    """Whether an extension's sources contain computation of their own (a CUDA kernel, a loop,
+    a parallel region) rather than only calls into ATen."""
+    return any(OWN_COMPUTE_RE.search(COMMENT_RE.sub("", source)) for source in sources)
+
+
+TRITON_RE = re.compile(r"^\s*(?:import triton|from triton\b)|@triton\.(?:jit|autotune|heuristics)", re.M)
+CUDA_RE = re.compile(r"__global__|\bcuda_sources\s*=|<<<")
+
+
+def detect_backend(solution_src: str) -> str:
+    """The backend the code is written for: "triton", "cuda" (CUDA sources) or "cpp"."""
+    if TRITON_RE.search(solution_src):
+        return "triton"
+    if CUDA_RE.search(solution_src):
+        return "cuda"
+    return "cpp"

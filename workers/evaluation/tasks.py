@@ -9,7 +9,7 @@ from orchestrator.pipeline import Outcome, StageRetry, TurnContext, run_stage
 from orchestrator.rewards import verdict_reward
 from orchestrator.settings import get_settings
 from orchestrator.stages import EVALUATE
-from workers.evaluation import EvalResult, Timing, device_fingerprint, evaluate, fingerprint_key
+from workers.evaluation import EvalResult, device_fingerprint, evaluate, fingerprint_key
 
 
 # The harness or the reference failed: scoring the candidate 0 would put a wrong label in the data.
@@ -24,20 +24,15 @@ def no_code_outcome(context: TurnContext) -> Outcome:
     )
 
 
-def cached_baseline(problem_hash: str, device_key: str) -> Timing | None:
-    with session_scope(get_settings().sqlalchemy_url) as session:
-        row = baselines.get(session, problem_hash, device_key)
-        return None if row is None else Timing(median_ms=row.median_ms, spread_ms=row.spread_ms, trials=row.trials)
-
-
-def cache_baseline(problem_hash: str, device_key: str, result: EvalResult) -> None:
+def record_baseline(problem_hash: str, device_key: str, result: EvalResult) -> None:
+    """The reference's time, measured beside the candidate in this evaluation, kept per problem and device."""
     with session_scope(get_settings().sqlalchemy_url) as session:
         b = result.baseline
         baselines.put(session, problem_hash, device_key, b.median_ms, b.spread_ms, b.trials, result.fingerprint)
 
 
 def baseline_key(settings) -> str:
-    """A reference timing is reused only on the same device and toolchain, under the same timing conditions."""
+    """Reference timings are comparable only on the same device and toolchain, under the same timing conditions."""
     conditions = {"cpu_threads": settings.cpu_threads, "warmup_runs": settings.warmup_runs, "timing_trials": settings.timing_trials}
     return fingerprint_key({**device_fingerprint(settings.device), "timing_conditions": conditions})
 
@@ -47,14 +42,11 @@ def evaluate_turn(context: TurnContext) -> Outcome:
         return no_code_outcome(context)
     config = context.config
     settings = config.evaluation_settings()
-    problem_hash = context.problem.source_hash
-    device_key = baseline_key(settings)
-    baseline = cached_baseline(problem_hash, device_key)
-    result = evaluate(context.problem.source, context.code, settings, baseline=baseline)
+    result = evaluate(context.problem.source, context.code, settings)
     if result.error_kind in NOT_THE_MODELS_FAULT:
         raise StageRetry(f"{result.error_kind}: {result.error}")
-    if baseline is None and result.baseline is not None and result.timing_meaningful:
-        cache_baseline(problem_hash, device_key, result)
+    if result.baseline is not None:
+        record_baseline(context.problem.source_hash, baseline_key(settings), result)
     verdict = result.as_dict()
     reward = verdict_reward(verdict, config.rewards)
     return Outcome(

@@ -1,113 +1,55 @@
-"""Timing: identical procedure for reference and candidate (both children call measure()),
-and the statistics the parent derives from the raw per-trial times.
+"""Timing on the parent's clock.
 
-CPU: time.perf_counter_ns around each call, threads fixed by torch.set_num_threads.
-GPU: the L2 cache is flushed (a 256 MB buffer is written) before each trial, then
-  start.record(); fn(); torch.cuda.synchronize(); end.record(); end.synchronize()
-  — the device-wide synchronize makes work the candidate queued on side streams count.
-Every trial gets its own freshly cloned inputs, prepared before the timed loop.
-measure() binds the timer (and the CUDA API) to locals on entry: candidate code runs in
-this interpreter, and rebinding this module's globals mid-run must not change the figures.
+A batch is one request: the child generates the inputs of R calls from seeds revealed in the
+request, calls forward() on each, synchronises the device and checksums every output; the
+parent measures from sending the request to receiving the answer. Both children run the
+identical procedure on the same seeds, so everything in the window but forward() itself —
+the message round trip, input generation, synchronisation, checksums — costs both the same.
+The reference child (trusted: it runs the problem's own code) reports how long its forward()
+calls took; the rest of its window is that shared overhead, and the candidate's per-call
+time is its own window minus the reference's overhead in the same batch, divided by R.
+
+Nothing the candidate's process says about time is used: it cannot stop the parent's clock
+early (its answer must carry checksums of outputs computed from inputs it only got with the
+request), and it cannot finish its work after the clock stops (the stored bytes must match
+those checksums).
 """
 from __future__ import annotations
 
 import math
 import statistics
-import time
+from dataclasses import dataclass
 
 from .result import Timing
 
-_perf_counter_ns = time.perf_counter_ns  # bound before any candidate code can patch time
-_cuda_api: tuple | None = None
+# the candidate's time is never taken below this share of its own window (noise, not speed)
+FLOOR_SHARE = 0.05
 
 
-def bind_device_api() -> None:
-    """Capture torch.cuda.synchronize / Event before the candidate is imported (it may patch them)."""
-    global _cuda_api
-    import torch
-    _cuda_api = (torch.cuda.synchronize, torch.cuda.Event)
+@dataclass(frozen=True)
+class BatchTimes:
+    calls: int
+    reference_window_s: float
+    reference_forward_s: float
+    candidate_window_s: float
+
+    @property
+    def overhead_s(self) -> float:
+        return max(0.0, self.reference_window_s - self.reference_forward_s)
+
+    def reference_ms(self) -> float:
+        return self.reference_forward_s / self.calls * 1e3
+
+    def candidate_ms(self) -> float:
+        own = max(self.candidate_window_s - self.overhead_s, self.candidate_window_s * FLOOR_SHARE)
+        return own / self.calls * 1e3
 
 
-def input_set_count(warmup: int, trials: int, set_bytes: int, budget_mb: int) -> int:
-    """How many distinct input sets to generate: one per call when the budget allows."""
-    wanted = warmup + trials
-    if set_bytes <= 0:
-        return wanted
-    return max(1, min(wanted, (budget_mb << 20) // set_bytes))
-
-
-def prepare_calls(input_sets: list, count: int, device: str) -> list[tuple]:
-    """count argument tuples with distinct tensor storage (so no call sees another's buffers).
-
-    On CPU each call's contiguous tensors start at a different 64-byte offset within a
-    page: a process's heap layout otherwise fixes the input/output address alignment for
-    every trial, and 4K-aliasing stalls then bias one process's median by ~5%."""
-    import torch
-
-    def fresh(value, call: int):
-        if not isinstance(value, torch.Tensor):
-            return value
-        if device != "cpu" or not value.is_contiguous() or value.numel() == 0:
-            return value.to(device=device, copy=True)
-        shift = ((call * 64) % 4096) // value.element_size()
-        storage = torch.empty(value.numel() + shift, dtype=value.dtype)
-        view = storage[shift:].view(value.shape)
-        view.copy_(value)
-        return view
-    return [tuple(fresh(v, i) for v in input_sets[i % len(input_sets)]) for i in range(count)]
-
-
-def measure(fn, calls: list[tuple], warmup: int, trials: int, device: str, l2_flush_mb: int = 256,
-            after_call=None) -> list[float]:
-    """Per-trial milliseconds of fn(*calls[i]) for the trials after the warm-ups.
-
-    after_call(), when given, runs after every call (warm-ups included) outside the timed
-    region: the candidate child counts kernel launches per call with it."""
-    # Everything the timed loop needs is bound to locals before the first candidate call:
-    # a candidate that rebinds this module's globals mid-run (frame walking) then changes
-    # nothing that is measured, and timer_guard still reports the rebinding.
-    clock, cuda_api, measure_cuda = _perf_counter_ns, _cuda_api, _measure_cuda
-    after = after_call or _nothing
-    for args in calls[:warmup]:
-        fn(*args)
-        after()
-    timed = calls[warmup:warmup + trials]
-    if device == "cuda":
-        return measure_cuda(fn, timed, l2_flush_mb, cuda_api, after)
-    times = []
-    for args in timed:
-        start = clock()
-        fn(*args)
-        times.append((clock() - start) / 1e6)
-        after()
-    return times
-
-
-def _nothing() -> None:
-    return None
-
-
-def _measure_cuda(fn, calls: list[tuple], l2_flush_mb: int, cuda_api: tuple | None, after) -> list[float]:
-    import torch
-    if cuda_api is None:
-        bind_device_api()
-        cuda_api = _cuda_api
-    synchronize, Event = cuda_api
-    flush = torch.empty(max(1, l2_flush_mb << 20) // 4, dtype=torch.int32, device="cuda")
-    times = []
-    for args in calls:
-        flush.zero_()
-        synchronize()
-        start, end = Event(enable_timing=True), Event(enable_timing=True)
-        start.record()
-        fn(*args)
-        synchronize()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-        after()
-    del flush
-    return times
+def calls_for(per_call_s: float, target_ms: float, max_calls: int, call_bytes: int, memory_mb: int) -> int:
+    """Calls per batch: enough for the batch to last about target_ms, within the memory budget."""
+    wanted = math.ceil(target_ms / 1e3 / max(per_call_s, 1e-7))
+    by_memory = (memory_mb << 20) // call_bytes if call_bytes > 0 else max_calls
+    return max(1, min(wanted, max_calls, by_memory))
 
 
 def summarise(times_ms: list[float]) -> Timing:

@@ -1,0 +1,89 @@
+"""A batch's inputs handed over in shared memory (the CPU path).
+
+On the CPU, generating inputs costs far more than many kernels do, so it is kept out of the
+timed window: the reference child generates the batch's inputs from the seeds (pack), the
+parent seals the memfd and gives it to each child with the request that starts the batch
+(unpack maps it copy-on-write and populated, so a child can neither change what the other
+sees nor pay page faults for it). On a GPU the children generate the inputs on the device
+from the seeds instead, inside the timed window, where it is cheap.
+
+Every call of a batch has the same template: per argument, a tensor [shape, dtype, offset
+within the call] or a plain value. Tensors travel contiguous.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+
+ALIGN = 64
+
+
+def _aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def template_of(values: list) -> tuple[list, int]:
+    import torch
+    template, size = [], 0
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            template.append({"tensor": [list(value.shape), str(value.dtype), size]})
+            size += _aligned(value.numel() * value.element_size())
+        else:
+            template.append({"value": value})
+    return template, max(size, ALIGN)
+
+
+def pack(calls: list[list]) -> tuple[int, list, int]:
+    """(memfd, template, bytes per call) holding every call's tensors."""
+    import torch
+    template, call_bytes = template_of(calls[0])
+    fd = os.memfd_create("kturn-inputs", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, call_bytes * len(calls))
+    for index, values in enumerate(calls):
+        if template_of(values)[0] != template:
+            os.close(fd)
+            raise ValueError("get_inputs() returns differently shaped inputs from one call to the next")
+        for value, slot in zip(values, template):
+            if "tensor" in slot:
+                data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+                _write_all(fd, memoryview(data).cast("B"), index * call_bytes + slot["tensor"][2])
+    return fd, template, call_bytes
+
+
+MADV_POPULATE_READ = 22  # Linux 5.14: map every page for reading now, copy none of them
+
+
+def unpack(fd: int, template: list, call_bytes: int, count: int, device: str) -> list[list]:
+    import torch
+    # Private and writable (a forward() may write its inputs in place; only its own copy of a
+    # page changes), populated for reading up front so the calls do not pay page faults.
+    buffer = mmap.mmap(fd, call_bytes * count, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    try:
+        buffer.madvise(MADV_POPULATE_READ)
+    except OSError:
+        pass
+    calls = []
+    for index in range(count):
+        values = []
+        for slot in template:
+            if "value" in slot:
+                values.append(slot["value"])
+                continue
+            shape, dtype, offset = slot["tensor"]
+            dtype = getattr(torch, dtype.removeprefix("torch."))
+            numel = 1
+            for size in shape:
+                numel *= size
+            nbytes = numel * dtype.itemsize
+            flat = torch.frombuffer(buffer, dtype=torch.uint8, count=nbytes, offset=index * call_bytes + offset) \
+                if nbytes else torch.empty(0, dtype=torch.uint8)
+            values.append(flat.view(dtype).view(shape).to(device))
+        calls.append(values)
+    return calls
+
+
+def _write_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

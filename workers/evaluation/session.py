@@ -1,0 +1,475 @@
+"""One evaluation pass: a reference child and a candidate child, driven batch by batch on the
+same secret seeds.
+
+    start both -> set up (the candidate's build requests served by the Builder) -> batches:
+      reference go -> candidate go -> signatures compared -> byte ranges chosen at random ->
+      both store them -> the candidate's checksums and values checked against the reference's
+    -> the candidate's own account of its kernels -> both closed
+
+Inputs exist nowhere before a batch asks for them (the seeds are drawn per batch), every call
+is the same kind of call (there is no separate timing phase to tell apart), and which outputs
+are compared is decided only after the candidate said it had computed them all.
+"""
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from . import timing, wire
+from .builds import Builder, BuildRecord
+from .correctness import as_tensor, compare_signatures, compare_values, dtype_of, locate
+from .sandbox.child import Child, ChildFailed, ChildTimeout, Exit, Spec
+from .settings import EvalSettings
+
+FIRST_CHUNK = 1 << 30       # the reference's first batch, before output sizes are known
+MAX_CHECKSUMS = 16_384
+MAX_STORE_ITEMS = 4096
+PROBLEM, SOLUTION = "/job/problem.py", "/job/solution.py"
+
+
+class ReferenceFault(Exception):
+    """The reference program failed: never the candidate's fault."""
+
+
+class CandidateFault(Exception):
+    """The candidate's child failed, timed out, died or broke the protocol."""
+
+    def __init__(self, phase: str, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.phase, self.cause = phase, cause
+
+
+@dataclass
+class Mismatch:
+    """The candidate's outputs are not the reference's (an incorrect answer)."""
+    details: dict
+    tampered: str | None = None   # the stored bytes are not those the checksums described
+
+
+@dataclass
+class PassOutcome:
+    ready: bool = False
+    fault: CandidateFault | None = None
+    mismatch: Mismatch | None = None
+    batches: list[timing.BatchTimes] = field(default_factory=list)
+    calls: int = 0
+    verified_calls: int = 0
+    verified_bytes: int = 0
+    summary: dict | None = None
+    builds: list[BuildRecord] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    candidate_exit: Exit | None = None
+    reference_exit: Exit | None = None
+    walls: dict = field(default_factory=dict)
+
+
+WORKSPACE_PREFIX = "kturn-eval-"
+STALE_AFTER_S = 60.0
+
+
+def sweep_orphans(base: str | None = None) -> None:
+    """Remove workspaces whose owning process died without cleaning up (a killed worker)."""
+    base = base or tempfile.gettempdir()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        owner = name[len(WORKSPACE_PREFIX):].split("-", 1)[0]
+        if not name.startswith(WORKSPACE_PREFIX) or not owner.isdigit():
+            continue
+        path = os.path.join(base, name)
+        try:
+            stale = time.time() - os.stat(path).st_mtime > STALE_AFTER_S
+        except OSError:
+            continue
+        if stale and not _alive(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+class Workspace:
+    """A private directory for one pass: the sources handed to the children, their stdout and
+    stderr, build outputs. Removed afterwards (and by the next pass, if this worker dies)."""
+
+    def __init__(self) -> None:
+        sweep_orphans()
+        self.root = tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-")
+        os.chmod(self.root, 0o711)
+
+    def write(self, name: str, content: str) -> str:
+        path = os.path.join(self.root, name)
+        with open(path, "w") as f:
+            f.write(content)
+        os.chmod(path, 0o644)
+        return path
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class Handover:
+    """A batch's inputs in a sealed memfd (CPU): what the reference generated, as it did."""
+    fd: int
+    template: list
+    call_bytes: int
+    input_bytes: int
+
+    def check(self, calls: int) -> None:
+        if not (isinstance(self.template, list) and all(isinstance(t, dict) and len(t) == 1 for t in self.template)):
+            raise ValueError("malformed template")
+        if not (isinstance(self.call_bytes, int) and isinstance(self.input_bytes, int)) or self.fd < 0:
+            raise ValueError("no memfd or sizes")
+        if os.fstat(self.fd).st_size != self.call_bytes * calls:
+            raise ValueError("memfd of the wrong size")
+        fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+
+
+@dataclass
+class Batch:
+    """What one child said about one batch."""
+    window_s: float
+    signature: list
+    forward_s: float
+    checksums: list[int]
+    invalid: str | None
+    mismatch: int | None
+    input_bytes: int = 0
+
+
+class Session:
+    def __init__(self, reference_src: str, solution_src: str, settings: EvalSettings, toolchain: dict) -> None:
+        self.reference_src, self.solution_src = reference_src, solution_src
+        self.settings, self.toolchain = settings, toolchain
+        self.outcome = PassOutcome()
+        self.init_seed = secrets.randbits(31)
+
+    def run(self) -> PassOutcome:
+        with Workspace() as ws:
+            problem = ws.write("problem.py", self.reference_src)
+            files = {PROBLEM: problem}
+            ref = Child(Spec("reference", self.settings, ws.root, files=files))
+            cand = Child(Spec("candidate", self.settings, ws.root,
+                              files={**files, SOLUTION: ws.write("solution.py", self.solution_src)}))
+            builder = Builder(self.settings, self.solution_src, self.toolchain, ws.root)
+            try:
+                for child in (ref, cand):
+                    child.start()
+                self.outcome.facts = cand.facts
+                self._converse(ref, cand, builder)
+            finally:
+                self.outcome.builds = builder.records
+                self.outcome.reference_exit = ref.close()
+                self.outcome.candidate_exit = cand.close()
+        return self.outcome
+
+    def _converse(self, ref: Child, cand: Child, builder: Builder) -> None:
+        started = time.monotonic()
+        self._setup(ref, cand, builder)
+        self.outcome.walls["setup_s"] = round(time.monotonic() - started, 3)
+        if not self.outcome.ready or any(not b.ok for b in builder.records):
+            return
+        started = time.monotonic()
+        try:
+            self._batches(ref, cand)
+        finally:
+            self.outcome.walls["run_s"] = round(time.monotonic() - started, 3)
+        if self.outcome.mismatch is None and self.outcome.fault is None:
+            self.outcome.summary = self._finish(cand)
+
+    # --- set-up ----------------------------------------------------------------------------------
+
+    def _job(self, child: Child, role: str) -> dict:
+        job = {"type": "job", "role": role, "device": self.settings.device, "cpu_threads": self.settings.cpu_threads,
+               "init_seed": self.init_seed, "problem_path": child.path_for(PROBLEM)}
+        if role == "candidate":
+            job.update(solution_path=child.path_for(SOLUTION),
+                       use_triton=self.settings.backend == "triton" or "triton" in self.solution_src)
+        return job
+
+    def _setup(self, ref: Child, cand: Child, builder: Builder) -> None:
+        limit = self.settings.compile_timeout_s
+        _reference(lambda: ref.request(self._job(ref, "reference"), "ready", limit))
+        try:
+            cand.request(self._job(cand, "candidate"), "ready", limit, serve=lambda m: builder.serve(cand, m))
+            self.outcome.ready = True
+        except (ChildFailed, ChildTimeout, wire.ProtocolError) as error:
+            self.outcome.fault = CandidateFault("setup", error)
+
+    def _finish(self, cand: Child) -> dict | None:
+        try:
+            reply, _ = cand.request({"type": "finish"}, "finished", self.settings.run_timeout_s)
+        except (ChildFailed, ChildTimeout, wire.ProtocolError) as error:
+            self.outcome.fault = CandidateFault("run", error)
+            return None
+        h = reply.header
+        counts = {k: h.get(k) for k in ("kernels_defined", "launches")}
+        if not all(isinstance(v, int) and v >= 0 for v in counts.values()):
+            self.outcome.fault = CandidateFault("run", wire.ProtocolError("malformed account of kernels"))
+            return None
+        return {**counts, "uncounted": bool(h.get("uncounted"))}
+
+    # --- batches ---------------------------------------------------------------------------------
+
+    def _plan(self) -> tuple[int, int]:
+        """(warm-up batches, timed batches): at least one warm-up (it sizes the batches), and
+        enough batches in all for correctness_trials calls on fresh inputs."""
+        s = self.settings
+        timed = s.timing_trials if s.timing_meaningful else 0
+        # two warm-ups at least when timing: the first (one call) sizes the batches, the second
+        # resizes them from a warm measurement
+        warmups = max(2 if timed else 1, s.warmup_runs if timed else 0, s.correctness_trials - timed)
+        return warmups, timed
+
+    def _batches(self, ref: Child, cand: Child) -> None:
+        warmups, timed = self._plan()
+        calls, chunk = 1, None
+        for index in range(warmups + timed):
+            seeds = [secrets.randbits(62) for _ in range(calls)]
+            handover = self._make(ref, seeds) if self.settings.device == "cpu" else None
+            try:
+                reference = _reference(lambda: self._go(ref, seeds, chunk or FIRST_CHUNK, handover, trusted=True))
+                out_bytes = _output_bytes(reference.signature)
+                chunk = chunk or _chunk_size(out_bytes, calls)
+                candidate = self._candidate("run", lambda: self._go(cand, seeds, chunk, handover, trusted=False))
+            finally:
+                if handover is not None:
+                    os.close(handover.fd)
+            if candidate is None or not self._same_outputs(reference, candidate, out_bytes, chunk, calls):
+                return
+            if not self._verify(ref, cand, reference, candidate, out_bytes, chunk, calls):
+                return
+            self.outcome.calls += calls
+            if index >= warmups:
+                self.outcome.batches.append(timing.BatchTimes(calls, reference.window_s, reference.forward_s,
+                                                              candidate.window_s))
+            elif index + 1 < warmups + timed:
+                calls = timing.calls_for(reference.forward_s / calls, self.settings.timing_batch_ms,
+                                         min(self.settings.max_calls_per_batch, MAX_CHECKSUMS // 2 // max(1, len(out_bytes))),
+                                         sum(out_bytes) + reference.input_bytes, self.settings.batch_memory_mb)
+                chunk = _chunk_size(out_bytes, calls)
+
+    def _make(self, ref: Child, seeds: list[int]) -> Handover:
+        """The CPU path: the reference generates the batch's inputs into a memfd, which the parent
+        seals before any child maps it."""
+        reply, _ = _reference(lambda: ref.request({"type": "make", "seeds": seeds}, "made", self.settings.run_timeout_s))
+        handover = Handover(fd=reply.fds[0] if reply.fds else -1, template=reply.header.get("template"),
+                            call_bytes=reply.header.get("call_bytes"), input_bytes=reply.header.get("input_bytes"))
+        wire.close_all(reply.fds[1:])
+        try:
+            handover.check(len(seeds))
+        except (OSError, ValueError) as error:
+            if handover.fd >= 0:
+                os.close(handover.fd)
+            raise ReferenceFault(f"the reference child handed over unusable inputs: {error}") from None
+        return handover
+
+    def _go(self, child: Child, seeds: list[int], chunk: int, handover: "Handover | None", trusted: bool) -> Batch:
+        request = {"type": "go", "calls": len(seeds), "chunk_bytes": chunk}
+        if handover is None:
+            request["seeds"] = seeds
+        else:
+            request.update(template=handover.template, call_bytes=handover.call_bytes)
+        reply, window = child.request(request, "computed", self.settings.run_timeout_s,
+                                      fds=(handover.fd,) if handover else ())
+        batch = _parse_computed(reply, window, len(seeds), chunk, trusted)
+        if handover is not None and trusted:
+            batch.input_bytes = handover.input_bytes
+        return batch
+
+    def _candidate(self, phase: str, step):
+        try:
+            return step()
+        except (ChildFailed, ChildTimeout, wire.ProtocolError) as error:
+            self.outcome.fault = CandidateFault(phase, error)
+            return None
+
+    def _same_outputs(self, reference: Batch, candidate: Batch, out_bytes: list[int], chunk: int, calls: int) -> bool:
+        trial = self.outcome.calls
+        if candidate.invalid:
+            self.outcome.mismatch = Mismatch({"check": "output_type", "reason": candidate.invalid, "trial": trial})
+            return False
+        if candidate.mismatch is not None:
+            self.outcome.mismatch = Mismatch({"check": "varying_outputs", "trial": trial + candidate.mismatch})
+            return False
+        failure = compare_signatures(reference.signature, candidate.signature)
+        if failure is not None:
+            self.outcome.mismatch = Mismatch({**failure, "trial": trial})
+            return False
+        expected = calls * sum(wire.chunk_count(b, chunk) for b in out_bytes)
+        if len(candidate.checksums) != expected:
+            self.outcome.fault = CandidateFault("run", wire.ProtocolError("wrong number of output checksums"))
+            return False
+        return True
+
+    def _verify(self, ref: Child, cand: Child, reference: Batch, candidate: Batch, out_bytes: list[int],
+                chunk: int, calls: int) -> bool:
+        """Store randomly chosen ranges from both children; check the candidate's checksums and
+        compare its values with the reference's."""
+        ranges = _choose(out_bytes, chunk, calls, self.settings.verify_mb_per_batch << 20)
+        expected = _reference(lambda: _store(ref, ranges, self.settings.run_timeout_s))
+        if isinstance(expected, str):
+            raise ReferenceFault(f"the reference child misbehaved: {expected}")
+        got = self._candidate("run", lambda: _store(cand, ranges, self.settings.run_timeout_s))
+        if got is None:
+            return False
+        if isinstance(got, str):
+            self.outcome.mismatch = Mismatch({"check": "tampered", "trial": self.outcome.calls}, tampered=got)
+            return False
+        offsets = _checksum_offsets(out_bytes, chunk, calls)
+        for (call, output, start, length), want, have in zip(ranges, expected, got):
+            trial = self.outcome.calls + call
+            if wire.checksum(have) != candidate.checksums[offsets[call][output] + start // chunk]:
+                self.outcome.mismatch = Mismatch({"check": "tampered", "trial": trial}, tampered=(
+                    f"the bytes of output {output} (call {trial}) differ from the checksum sent when the batch "
+                    "was reported computed"))
+                return False
+            shape, dtype, _ = reference.signature[output]
+            failure = compare_values(as_tensor(want, dtype), as_tensor(have, dtype), self.settings)
+            if failure is not None:
+                element = dtype_of(dtype).itemsize
+                failure["examples"] = locate(failure.get("examples", []), start // element, shape)
+                self.outcome.mismatch = Mismatch({**failure, "trial": trial, "output_index": output})
+                return False
+            self.outcome.verified_bytes += length
+        self.outcome.verified_calls += len({call for call, *_ in ranges})
+        return True
+
+
+# --- helpers ----------------------------------------------------------------------------------------------
+
+def _reference(step):
+    try:
+        return step()
+    except ChildFailed as error:
+        h = error.header
+        raise ReferenceFault(f"the reference program failed: {h.get('message', '')}\n{h.get('traceback', '')}".strip()) from None
+    except ChildTimeout:
+        raise ReferenceFault("the reference program did not answer within its time limit") from None
+    except wire.ProtocolError as error:
+        raise ReferenceFault(f"the reference child broke off: {error}") from None
+
+
+def _parse_computed(reply: wire.Message, window: float, calls: int, chunk: int, trusted: bool) -> Batch:
+    h = reply.header
+    signature, times = h.get("signature"), h.get("times")
+    if not isinstance(signature, list) or not all(_valid_signature(s) for s in signature):
+        raise wire.ProtocolError("malformed output signature")
+    if len(reply.blob) % 8:
+        raise wire.ProtocolError("malformed checksums")
+    import numpy as np
+    checksums = np.frombuffer(reply.blob, dtype="<i8").tolist()
+    forward = float(times[1]) if trusted and isinstance(times, list) and len(times) == 3 else 0.0
+    batch = Batch(window_s=window, signature=signature, forward_s=min(max(forward, 0.0), window), checksums=checksums,
+                  invalid=h.get("invalid") if isinstance(h.get("invalid"), str) else None,
+                  mismatch=h.get("mismatch") if isinstance(h.get("mismatch"), int) and 0 <= h["mismatch"] < calls else None,
+                  input_bytes=int(h.get("input_bytes") or 0) if trusted else 0)
+    if trusted and (batch.invalid or batch.mismatch is not None):
+        raise wire.ProtocolError("the reference's outputs are not plain tensors of one signature")
+    return batch
+
+
+def _valid_signature(item) -> bool:
+    if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], list) and isinstance(item[1], str)):
+        return False
+    if not all(isinstance(d, int) and 0 <= d < 1 << 40 for d in item[0]) or len(item[0]) > 16:
+        return False
+    try:
+        dtype_of(item[1])
+    except ValueError:
+        return False
+    return isinstance(item[2], str) and len(item[2]) < 16
+
+
+def _output_bytes(signature: list) -> list[int]:
+    return [math.prod(shape) * dtype_of(dtype).itemsize for shape, dtype, _ in signature]
+
+
+def _chunk_size(out_bytes: list[int], calls: int) -> int:
+    chunk = wire.MIN_CHUNK
+    while calls * sum(wire.chunk_count(b, chunk) for b in out_bytes) > MAX_CHECKSUMS:
+        chunk *= 2
+    return chunk
+
+
+def _checksum_offsets(out_bytes: list[int], chunk: int, calls: int) -> list[list[int]]:
+    """offsets[call][output]: where that output's checksums start in the batch's list."""
+    per_call = [wire.chunk_count(b, chunk) for b in out_bytes]
+    offsets, position = [], 0
+    for _ in range(calls):
+        row = []
+        for count in per_call:
+            row.append(position)
+            position += count
+        offsets.append(row)
+    return offsets
+
+
+def _choose(out_bytes: list[int], chunk: int, calls: int, budget: int) -> list[tuple[int, int, int, int]]:
+    """(call, output, start, length) ranges to compare, chosen at random within the budget."""
+    units = [(call, output, start, min(chunk, size - start))
+             for call in range(calls) for output, size in enumerate(out_bytes)
+             for start in range(0, max(size, 1), chunk) if size]
+    if sum(u[3] for u in units) > budget or len(units) > MAX_STORE_ITEMS:
+        rng = secrets.SystemRandom()
+        rng.shuffle(units)
+        chosen, total = [], 0
+        for unit in units:
+            if chosen and (total + unit[3] > budget or len(chosen) >= MAX_STORE_ITEMS):
+                break
+            chosen.append(unit)
+            total += unit[3]
+        units = sorted(chosen)
+    return units
+
+
+def _store(child: Child, ranges: list, timeout: float) -> list[bytes] | str:
+    """The chosen ranges' bytes, written by the child into a memfd the parent seals before
+    reading. A string when the child kept a way to change them afterwards."""
+    total = sum(r[3] for r in ranges)
+    fd = os.memfd_create("kturn-outputs", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, total)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+        items, offset = [], 0
+        for call, output, start, length in ranges:
+            items.append([call, output, start, length, offset])
+            offset += length
+        child.request({"type": "store", "items": items}, "stored", timeout, fds=(fd,))
+        try:
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+        except OSError:
+            return "the child kept its outputs mapped writable after storing them"
+        return [_read_exactly(fd, item[4], item[3]) for item in items]
+    finally:
+        os.close(fd)
+
+
+def _read_exactly(fd: int, offset: int, length: int) -> bytes:
+    parts, done = [], 0
+    while done < length:
+        data = os.pread(fd, min(length - done, 16 << 20), offset + done)
+        if not data:
+            break
+        parts.append(data)
+        done += len(data)
+    return b"".join(parts).ljust(length, b"\0")
