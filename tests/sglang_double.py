@@ -50,7 +50,8 @@ model's output:
   output is split into `reasoning_content` (up to `</think>`; all of it when
   `</think>` never comes) and `content`; `finish_reason` is a string with
   `matched_stop`; `usage` has `prompt_tokens_details.cached_tokens`. Streaming sends
-  deltas (`choices[0].delta`), then a usage chunk when
+  deltas (`choices[0].delta`; a partial `</think>` is held back), with the usage so far in
+  each chunk when `stream_options.continuous_usage_stats`, then a usage chunk when
   `stream_options.include_usage`, then `[DONE]`. `logprobs: true` adds
   `choices[0].logprobs.content` entries.
 
@@ -259,15 +260,26 @@ def decoding_steps(continuation: str, decoded: Decoded, interval: int) -> Iterat
     yield Step(decoded.text, decoded.output_ids, decoded.finish_reason)
 
 
-def split_reasoning(output: str, thinking: bool) -> tuple[str, str]:
-    """(reasoning_content, content) as SGLang's qwen3 reasoning parser splits an output."""
+def split_reasoning(output: str, thinking: bool, final: bool = True) -> tuple[str, str]:
+    """(reasoning_content, content) as SGLang's qwen3 reasoning parser splits an output. While the
+    output is still streaming (not `final`), a partial tag and the newlines before it are held back."""
     if not thinking:
         return "", output
+    if not final and "<think>".startswith(output):
+        return "", ""
     body = output.removeprefix("<think>").lstrip("\n")
-    if THINK_END not in body:
-        return body, ""  # reasoning that never closed: all of it is reasoning
+    if THINK_END not in body:  # reasoning that never closed: all of it is reasoning
+        return (body if final else _hold_back_partial_tag(body)), ""
     reasoning, _, content = body.partition(THINK_END)
     return reasoning.rstrip("\n"), content.lstrip("\n")
+
+
+def _hold_back_partial_tag(text: str) -> str:
+    for size in range(len(THINK_END) - 1, 0, -1):
+        if text.endswith(THINK_END[:size]):
+            text = text[:-size]
+            break
+    return text.rstrip("\n")
 
 
 def render_chat(messages: Any, thinking: bool) -> str:
@@ -581,7 +593,7 @@ class SGLangDouble:
         try:
             for step in steps:
                 last = step
-                reasoning_content, content = split_reasoning(step.text, reasoning)
+                reasoning_content, content = split_reasoning(step.text, reasoning, final=step.finish_reason is not None)
                 delta: dict[str, Any] = {"role": "assistant"} if sent_ids == 0 else {}
                 # Deltas of the cumulative text, as SGLang's server computes them (a trimmed stop yields none).
                 if reasoning_content.startswith(sent_reasoning) and len(reasoning_content) > len(sent_reasoning):
@@ -596,7 +608,10 @@ class SGLangDouble:
                 sent_ids = step.tokens
                 if step.finish_reason is not None:
                     choice.update(self._chat_finish(step))
-                yield {"id": decoding.rid, "object": "chat.completion.chunk", "model": self.model_path, "choices": [choice]}
+                chunk = {"id": decoding.rid, "object": "chat.completion.chunk", "model": self.model_path, "choices": [choice]}
+                if (body.get("stream_options") or {}).get("continuous_usage_stats"):
+                    chunk["usage"] = self._usage(decoding, step)
+                yield chunk
         finally:
             steps.close()  # a client that went away ends the decoding
         if (body.get("stream_options") or {}).get("include_usage"):

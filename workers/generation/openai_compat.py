@@ -15,7 +15,6 @@ use the sglang backend for exact token ids.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -24,8 +23,8 @@ from workers.generation.abort import LOOP, AbortSignal, finish_reason
 from workers.generation.backend import GenerationError
 from workers.generation.loop_watch import LoopWatch
 from workers.generation.request import GenerationRequest, GenerationResult, SamplingParams
-from workers.generation.servers import ServerPool, check_openai_server
-from workers.generation.settings import GenerationSettings
+from workers.generation.server_backend import ServerBackend
+from workers.generation.servers import check_openai_server
 from workers.generation.sse import sse_json
 
 SERVER_NAME = "OpenAI-compatible"
@@ -42,26 +41,12 @@ def chat_sampling(sampling: SamplingParams) -> dict[str, Any]:
     return body
 
 
-class OpenAIBackend:
+class OpenAIBackend(ServerBackend):
     name = "openai"
 
-    def __init__(
-        self,
-        urls: str | Sequence[str],
-        *,
-        model: str | None = None,
-        settings: GenerationSettings | None = None,
-        pool: ServerPool | None = None,
-        **pool_options: Any,
-    ) -> None:
-        self.urls = [u.rstrip("/").removesuffix("/v1") for u in ([urls] if isinstance(urls, str) else urls)]
-        if not self.urls:
-            raise ValueError("OpenAIBackend needs at least one server URL")
-        self.url = self.urls[0]
-        self.model = model
-        self.settings = settings or GenerationSettings()
-        self._owns_pool = pool is None
-        self.pool = pool or ServerPool(**pool_options)
+    @staticmethod
+    def base_url(url: str) -> str:
+        return url.rstrip("/").removesuffix("/v1")  # both http://host:8000 and http://host:8000/v1 work
 
     def generate(self, request: GenerationRequest, abort: AbortSignal | None = None) -> GenerationResult:
         started = time.monotonic()
@@ -80,13 +65,6 @@ class OpenAIBackend:
 
     def server_info(self, url: str):
         return check_openai_server(self.pool, url)
-
-    def abort_on_server(self, url: str, rid: str) -> bool:
-        return self.pool.post_quietly(url, "/abort_request", {"rid": rid})
-
-    def close(self) -> None:
-        if self._owns_pool:
-            self.pool.close()
 
     def _payload(self, request: GenerationRequest) -> dict[str, Any]:
         payload: dict[str, Any] = {

@@ -17,6 +17,15 @@ from typing import Any
 DEFAULT_STOP: tuple[str, ...] = ("```\n```", "```python\n```python", "\n\n\n\n")
 
 
+def from_dict(cls, d: dict[str, Any]):
+    """Inverse of ``dataclasses.asdict`` for a settings dataclass; missing keys take the defaults."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}.from_dict: unknown keys {unknown}; known keys are {sorted(known)}")
+    return cls(**d)
+
+
 def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
     # Written as "inside" rather than "outside" so NaN is refused too.
     inside = (low < value if low_open else low <= value) and value <= high
@@ -88,12 +97,7 @@ class SamplingParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SamplingParams:
-        """Inverse of ``dataclasses.asdict``; missing keys take the defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"SamplingParams.from_dict: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
+        return from_dict(cls, d)
 
 
 @dataclass(frozen=True)

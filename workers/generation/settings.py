@@ -5,11 +5,11 @@ Stored with the run (`runs.config.generation`) through `dataclasses.asdict` / `f
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from workers.cleaning import CleaningSettings
+from workers.generation.request import from_dict
 
 # The loop abort's thresholds: the cleaner's, except that a long unit (100+ characters: a paragraph,
 # a code block) counts as a loop after 4 repeats instead of 8. With 8, a 380-character paragraph
@@ -45,8 +45,4 @@ class GenerationSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GenerationSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown generation settings {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return from_dict(cls, d)

@@ -25,36 +25,21 @@ from workers.generation.backend import GenerationError
 from workers.generation.chat_template import render_chatml
 from workers.generation.loop_watch import LoopWatch
 from workers.generation.request import GenerationRequest, GenerationResult
-from workers.generation.servers import ServerPool, check_sglang_server
-from workers.generation.settings import GenerationSettings
+from workers.generation.server_backend import ServerBackend
+from workers.generation.servers import check_sglang_server
 from workers.generation.sse import sse_json
 from workers.generation.tokenizer import load_tokenizer
 
 SERVER_NAME = "SGLang"
 
 
-class SGLangBackend:
+class SGLangBackend(ServerBackend):
     """Calls one or several SGLang servers (or a router) through a shared ServerPool."""
 
     name = "sglang"
 
-    def __init__(
-        self,
-        urls: str | Sequence[str],
-        *,
-        model: str | None = None,
-        settings: GenerationSettings | None = None,
-        pool: ServerPool | None = None,
-        **pool_options: Any,
-    ) -> None:
-        self.urls = [u.rstrip("/") for u in ([urls] if isinstance(urls, str) else urls)]
-        if not self.urls:
-            raise ValueError("SGLangBackend needs at least one server URL")
-        self.url = self.urls[0]
-        self.model = model  # informational: SGLang serves one model; kept for provenance
-        self.settings = settings or GenerationSettings()
-        self._owns_pool = pool is None
-        self.pool = pool or ServerPool(**pool_options)
+    def __init__(self, urls: str | Sequence[str], **options: Any) -> None:
+        super().__init__(urls, **options)
         self._tokenizer = load_tokenizer(self.settings.tokenizer) if self.settings.tokenizer else None
 
     def generate(self, request: GenerationRequest, abort: AbortSignal | None = None) -> GenerationResult:
@@ -80,19 +65,6 @@ class SGLangBackend:
             return self.server_info(self.url).model_path
         except GenerationError:
             return None
-
-    def abort_on_server(self, url: str, rid: str) -> bool:
-        return self.pool.post_quietly(url, "/abort_request", {"rid": rid})
-
-    def close(self) -> None:
-        if self._owns_pool:
-            self.pool.close()
-
-    def __enter__(self) -> SGLangBackend:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _payload(self, request: GenerationRequest, prompt: str, prompt_ids: list[int] | None) -> dict[str, Any]:
         payload: dict[str, Any] = {
