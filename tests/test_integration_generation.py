@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.problems import BUNDLED_DIR
 from tests.cluster import Cluster, http_json, wait_for
-from tests.test_integration_pipeline import rows, turns_of
+from tests.test_integration_pipeline import db, rows, turns_of  # noqa: F401 (db is a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -35,17 +35,6 @@ def cluster(tmp_path_factory, postgres_url, redis_url):
         yield cluster
     finally:
         cluster.stop_all()
-
-
-@pytest.fixture(scope="module")
-def db(postgres_url):
-    from sqlalchemy import create_engine
-
-    from orchestrator.settings import to_sqlalchemy_url
-
-    engine = create_engine(to_sqlalchemy_url(postgres_url))
-    yield engine
-    engine.dispose()
 
 
 def _run(cluster: Cluster, url: str, *extra: str) -> int:
