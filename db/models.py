@@ -9,6 +9,8 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Intege
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from db.token_arrays import TokenArray
+
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -120,6 +122,11 @@ class Turn(Base):
     completion_tokens: Mapped[int | None]
     cached_tokens: Mapped[int | None]
     generation_meta: Mapped[dict[str, Any] | None]
+    # A streamed answer kturn aborted for a loop: where the loop began (offset in raw_response), and
+    # how much was decoded from there on (tokens: None when the server gave no running count).
+    loop_onset: Mapped[int | None]
+    chars_after_onset: Mapped[int | None]
+    tokens_after_onset: Mapped[int | None]
 
     # cleaning
     cleaned_response: Mapped[str | None] = mapped_column(Text)
@@ -154,6 +161,21 @@ class Turn(Base):
     evaluated_at: Mapped[datetime | None]
 
     trajectory: Mapped[Trajectory] = relationship(back_populates="turns")
+
+
+class TurnTokens(Base):
+    """Token-level truth of one turn's generation, when the run records tokens: the exact prompt ids
+    sent (input_ids mode; NULL when the server tokenized the prompt), the output ids and their
+    logprobs (one per output token). Arrays on Postgres, packed 32-bit BLOBs on SQLite."""
+
+    __tablename__ = "turn_tokens"
+
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), primary_key=True)
+    prompt_ids: Mapped[list[int] | None] = mapped_column(TokenArray("i"))
+    output_ids: Mapped[list[int] | None] = mapped_column(TokenArray("i"))
+    output_logprobs: Mapped[list[float] | None] = mapped_column(TokenArray("f"))
+    weight_version: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Baseline(Base):

@@ -1,7 +1,8 @@
-# The generate role: lives next to an SGLang server (see compose.yaml); it only makes HTTP calls.
+# The generate role: lives next to an SGLang server (see compose.yaml); it only makes HTTP calls,
+# many at once (threads pool: 128 streams in flight, one shared connection pool).
 FROM python:3.11-slim
 WORKDIR /opt/kturn
 COPY . .
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch \
  && pip install --no-cache-dir -e .
-CMD ["celery", "-A", "orchestrator.app", "worker", "-Q", "generate", "-c", "16"]
+CMD ["celery", "-A", "orchestrator.app", "worker", "-Q", "generate", "-P", "threads", "-c", "128"]

@@ -40,6 +40,7 @@ class Device(str, Enum):
 
 class Generator(str, Enum):
     sglang = "sglang"
+    openai = "openai"
     replay = "replay"
 
 
@@ -93,9 +94,9 @@ def run(
     turns: Annotated[int, typer.Option(min=1, help="Turns per trajectory at most.")] = 3,
     backend: Annotated[Backend, typer.Option(help="Kernel language the model is asked for.")] = Backend.cuda,
     device: Annotated[Device, typer.Option(help="Where candidates are evaluated.")] = Device.cuda,
-    generator: Annotated[Generator, typer.Option(help="sglang: a live server; replay: recorded answers.")] = Generator.sglang,
-    url: Annotated[Optional[str], typer.Option(help="SGLang server URL (or router).")] = None,
-    model: Annotated[str, typer.Option(help="Model name, stored with the run.")] = "Qwen/Qwen3-8B",
+    generator: Annotated[Generator, typer.Option(help="sglang: SGLang's /generate; openai: any OpenAI-compatible server; replay: recorded answers.")] = Generator.sglang,
+    url: Annotated[Optional[list[str]], typer.Option(help="Model server URL (repeatable: several servers; or one SGLang router).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name (default: what the server serves; given, it must match).")] = None,
     replay: Annotated[Optional[Path], typer.Option(help="JSONL of recorded answers for --generator replay.", exists=True, dir_okay=False)] = None,
     level: Annotated[Optional[list[int]], typer.Option(help="Only these KernelBench levels (repeatable).")] = None,
     ids: Annotated[Optional[list[int]], typer.Option("--id", help="Only these problem ids (repeatable).")] = None,
@@ -106,6 +107,10 @@ def run(
     max_new_tokens: Annotated[Optional[int], typer.Option(help="Default 8192 (SGLang's own default is 128).")] = None,
     stop: Annotated[Optional[list[str]], typer.Option(help="Stop sequences, replacing the defaults (repeatable).")] = None,
     thinking: Annotated[bool, typer.Option("--thinking/--no-thinking", help="Qwen3 reasoning on or off.")] = False,
+    loop_abort: Annotated[bool, typer.Option("--loop-abort/--no-loop-abort", help="Abort a streamed answer once it loops (default on).")] = True,
+    record_tokens: Annotated[bool, typer.Option("--record-tokens", help="Store prompt/output token ids and logprobs per turn (table turn_tokens).")] = False,
+    tokenizer: Annotated[Optional[str], typer.Option(help="Tokenize prompts here and send input_ids (HF hub name, directory or tokenizer.json).")] = None,
+    stream_interval: Annotated[Optional[int], typer.Option(min=1, help="Output tokens per streamed chunk (default 8).")] = None,
     gamma: Annotated[Optional[float], typer.Option(help="Discount of the return over turns (default 0.4).")] = None,
     early_stop: Annotated[Optional[float], typer.Option(help="End a trajectory once a turn's reward reaches this (default 1.3).")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds each correctness and timing phase may run.")] = None,
@@ -119,18 +124,26 @@ def run(
     overrides = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty, "max_new_tokens": max_new_tokens, "stop": stop}
     try:
         config = RunConfig(
-            model=model, generator=generator.value, url=url, replay_path=str(replay.resolve()) if replay else None, enable_thinking=thinking,
+            generator=generator.value, urls=url or [], replay_path=str(replay.resolve()) if replay else None, enable_thinking=thinking,
             samples=samples, max_turns=turns, **({"gamma": gamma} if gamma is not None else {}),
             **({"early_stop_reward": early_stop} if early_stop is not None else {}),
         )
         config.sampling.update({k: v for k, v in overrides.items() if v is not None})
         config.evaluation.update(backend=backend.value, device=device.value, **({"run_timeout_s": timeout} if timeout else {}))
+        config.generation.update(record_tokens=record_tokens, tokenizer=tokenizer, **({"stream_interval": stream_interval} if stream_interval else {}))
+        if not loop_abort:
+            config.generation["loop_abort"] = None
         config = RunConfig.model_validate(config.model_dump())
         loaded = load_problems(problems, level or (), ids or ())
         if config.generator == "replay":
             from workers.generation import make_backend
 
+            config.model = model or config.model
             make_backend("replay", replay_path=config.replay_path)  # a malformed file fails here, before the run exists
+        else:
+            from orchestrator.server_check import check_servers
+
+            config = check_servers(config, model)  # every server up and serving the model, before the run exists
     except (ValidationError, ValueError) as error:
         raise fail(_readable(error)) from None
     start_and_follow(config, loaded, wait, json_output)
@@ -214,9 +227,19 @@ def status_rows(url: str, run_id: int) -> list[dict[str, Any]]:
 
 
 def show_status(url: str, run) -> None:
-    from orchestrator.status_view import turns_table
+    from orchestrator.status_view import generation_line, turns_table
 
     console.print(turns_table(run, status_rows(url, run.id)))
+    console.print(generation_line(generation_summary(url, run.id)), highlight=False)
+
+
+def generation_summary(url: str, run_id: int) -> dict[str, Any]:
+    from db import generation as generation_queries
+    from db.session import session_scope
+    from orchestrator.status_view import generation_summary as summary
+
+    with session_scope(url) as session:
+        return summary(generation_queries.cache_figures(session, run_id))
 
 
 def existing_run(url: str, run_id: int):
@@ -236,7 +259,8 @@ def status(run_id: Annotated[int, typer.Argument(metavar="RUN")], json_output: J
     url = database_url()
     found = existing_run(url, run_id)
     if json_output:
-        print_json({"run": run_id, "status": found.status, "config": found.config, "turns": status_rows(url, run_id)})
+        print_json({"run": run_id, "status": found.status, "config": found.config, "turns": status_rows(url, run_id),
+                    "generation": generation_summary(url, run_id)})
     else:
         show_status(url, found)
 
@@ -405,12 +429,12 @@ def reclean(run_id: Annotated[int, typer.Argument(metavar="RUN")], dry_run: Anno
     run_row = existing_run(url, run_id)
     if run_row.status == "running":
         raise fail(f"run {run_id} is still running: reclean it once it has ended (its later prompts are built from the cleaned answers)")
-    settings = RunConfig.model_validate(run_row.config).cleaning_settings()
+    config = RunConfig.model_validate(run_row.config)
     changed = []
     with session_scope(url) as session:
         stored = turn_queries.with_raw_response(session, run_id)
         for turn in stored:
-            result = clean_response(turn.raw_response, settings)
+            result = clean_response(turn.raw_response, config.cleaning_settings(turn.finish_reason))
             if result.code != turn.code or result.degenerate != turn.degenerate:
                 changed.append({"turn_id": turn.id, "turn": turn.turn_index, "code_changed": result.code != turn.code, "degenerate": [turn.degenerate, result.degenerate]})
             if not dry_run:

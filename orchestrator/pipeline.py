@@ -45,6 +45,7 @@ class TurnContext:
     history: list[PastTurn]
     earlier_rewards: list[float]
     raw_response: str | None
+    finish_reason: dict[str, Any] | None
     code: str | None
     degenerate: bool | None
     no_code_reason: str | None
@@ -57,6 +58,9 @@ class Outcome:
     values: dict[str, Any] = field(default_factory=dict)
     failure: str | None = None
     reward: float | None = None
+    # Rows of other tables that belong with this result (a turn's token ids), written in the same
+    # transaction once the turn's own store has succeeded: called with (session, turn id).
+    also_store: Callable[[Any, int], None] | None = None
 
 
 Work = Callable[[TurnContext], Outcome]
@@ -82,6 +86,7 @@ def load_context(session, turn_id: int) -> TurnContext:
         history=[PastTurn(answer=t.cleaned_response or "", feedback=t.feedback or "") for t in earlier],
         earlier_rewards=[t.reward or 0.0 for t in earlier],
         raw_response=turn.raw_response,
+        finish_reason=turn.finish_reason,
         code=turn.code,
         degenerate=turn.degenerate,
         no_code_reason=turn.no_code_reason,
@@ -128,6 +133,8 @@ def _store(session, stage: Stage, claim: turn_queries.Claim, context: TurnContex
     if not turn_queries.store(session, claim, stage.done, **{STAGE_TIMESTAMP[stage.name]: utcnow()}, **outcome.values):
         log.warning("turn %s: claim for %s was handed on before the work finished; result dropped", claim.turn_id, stage.name)
         return []
+    if outcome.also_store is not None:
+        outcome.also_store(session, claim.turn_id)
     if stage is not EVALUATE:
         return [(NEXT_STAGE[stage.name], claim.turn_id)]
     if trajectory.status != TrajectoryStatus.running.value:  # cancelled meanwhile: nothing follows

@@ -19,6 +19,12 @@ def _sampling_defaults() -> dict[str, Any]:
     return asdict(SamplingParams())
 
 
+def _generation_defaults() -> dict[str, Any]:
+    from workers.generation import GenerationSettings
+
+    return asdict(GenerationSettings())
+
+
 def _cleaning_defaults() -> dict[str, Any]:
     from workers.cleaning import CleaningSettings
 
@@ -40,8 +46,11 @@ class PromptBudget(BaseModel):
 
 class RunConfig(BaseModel):
     model: str = "Qwen/Qwen3-8B"
-    generator: Literal["sglang", "replay"] = "sglang"
-    url: str | None = None
+    generator: Literal["sglang", "openai", "replay"] = "sglang"
+    # The model servers (or one SGLang router); a trajectory's turns all go to the same one.
+    urls: list[str] = Field(default_factory=list)
+    # What each server said before the run started: url, model_path, weight_version.
+    servers: list[dict[str, Any]] = Field(default_factory=list)
     replay_path: str | None = None
     enable_thinking: bool = False
     samples: int = Field(default=1, ge=1)
@@ -50,17 +59,30 @@ class RunConfig(BaseModel):
     rewards: RewardWeights = Field(default_factory=RewardWeights)
     early_stop_reward: float | None = 1.3
     sampling: dict[str, Any] = Field(default_factory=_sampling_defaults)
+    generation: dict[str, Any] = Field(default_factory=_generation_defaults)
     cleaning: dict[str, Any] = Field(default_factory=_cleaning_defaults)
     evaluation: dict[str, Any] = Field(default_factory=_evaluation_defaults)
     prompt: PromptBudget = Field(default_factory=PromptBudget)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_url(cls, data: Any) -> Any:
+        """Runs stored before several servers were possible have one `url`."""
+        if isinstance(data, dict) and "url" in data:
+            data = dict(data)
+            url = data.pop("url")
+            if url and not data.get("urls"):
+                data["urls"] = [url]
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
-        if self.generator == "sglang" and not self.url:
-            raise ValueError("the sglang generator needs --url (the SGLang server, e.g. http://127.0.0.1:30000)")
+        if self.generator != "replay" and not self.urls:
+            raise ValueError(f"the {self.generator} generator needs --url (the model server, e.g. http://127.0.0.1:30000)")
         if self.generator == "replay" and not self.replay_path:
             raise ValueError("the replay generator needs --replay FILE.jsonl")
         self.sampling_params()  # validates ranges now, not on a GPU host later
+        self.generation_settings()
         self.evaluation_settings()
         return self
 
@@ -73,9 +95,19 @@ class RunConfig(BaseModel):
 
         return SamplingParams.from_dict(self.sampling)
 
-    def cleaning_settings(self):
+    def generation_settings(self):
+        from workers.generation import GenerationSettings
+
+        return GenerationSettings.from_dict(self.generation)
+
+    def cleaning_settings(self, finish_reason: dict[str, Any] | None = None):
+        """The cleaner's thresholds; for an answer aborted for a loop, those of the abort, so the
+        cleaner cuts the very loop the answer was aborted for."""
         from workers.cleaning import CleaningSettings
 
+        loop_abort = self.generation_settings().loop_abort
+        if (finish_reason or {}).get("type") == "loop" and loop_abort is not None:
+            return loop_abort
         return CleaningSettings(**self.cleaning)
 
     def evaluation_settings(self):

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     # Seconds a Redis message may stay unacknowledged before Redis hands it out again.
     visibility_timeout: int = 3600
+    # Generate workers: requests in flight at most per model server, per worker process (the
+    # worker's own concurrency, `-c`, bounds the total), and how often a worker checks whether the
+    # turns it is generating were cancelled (their requests are then aborted).
+    server_max_in_flight: int = 128
+    cancel_poll_seconds: float = 1.0
 
     @property
     def embedded(self) -> bool:

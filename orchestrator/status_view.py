@@ -18,6 +18,7 @@ def turn_row(trajectory: Trajectory, problem: Problem, turn: Turn) -> dict[str, 
         "state": turn.state,
         "attempts": turn.attempts,
         "finish_reason": (turn.finish_reason or {}).get("type"),
+        "tokens_after_onset": turn.tokens_after_onset,
         "degenerate": turn.degenerate,
         "has_code": turn.code is not None if turn.cleaned_at else None,
         "compiled": turn.compiled,
@@ -82,3 +83,22 @@ def runs_table(rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         table.add_row(*[_fmt(v) for v in row.values()])
     return table
+
+
+def generation_summary(figures) -> dict[str, Any]:
+    """A run's prefix-cache hit rate (overall and after the first turn) and its loop aborts."""
+    return {
+        "prompt_tokens": figures.prompt_tokens,
+        "cached_tokens": figures.cached_tokens,
+        "prefix_cache_hit_rate": figures.hit_rate,
+        "later_turns_prefix_cache_hit_rate": figures.later_hit_rate,
+        "loop_aborts": figures.loop_aborts,
+    }
+
+
+def generation_line(summary: dict[str, Any]) -> str:
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    return (f"prefix cache: {rate(summary['prefix_cache_hit_rate'])} of {summary['prompt_tokens']} prompt tokens "
+            f"({rate(summary['later_turns_prefix_cache_hit_rate'])} after the first turn) · loop aborts: {summary['loop_aborts']}")

@@ -64,21 +64,25 @@ class Cluster:
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text()
 
-    def start_double(self, script: dict) -> str:
-        script_path = self.workdir / "sglang_script.json"
+    def start_double(self, script: dict, *args: str, name: str = "sglang_double") -> str:
+        """The SGLang test double as its own process; `args` are its options (e.g. --token-rate 400).
+        The first one started is `double_url`."""
+        script_path = self.workdir / f"{name}_script.json"
         script_path.write_text(json.dumps(script))
         port = free_port()
-        self._spawn("sglang_double", [sys.executable, str(ROOT / "tests" / "sglang_double.py"), "--port", str(port), "--script", str(script_path)])
-        self.double_url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: "ready" in self.log("sglang_double"), 30, "the SGLang double")
-        return self.double_url
+        self._spawn(name, [sys.executable, str(ROOT / "tests" / "sglang_double.py"), "--port", str(port), "--script", str(script_path), *args])
+        url = f"http://127.0.0.1:{port}"
+        self.double_url = self.double_url or url
+        wait_for(lambda: "ready" in self.log(name), 30, "the SGLang double")
+        return url
 
     def double_requests(self) -> list[dict]:
         return http_json(f"{self.double_url}/_double/requests")
 
-    def start_worker(self, queue: str) -> str:
+    def start_worker(self, queue: str, *options: str) -> str:
+        """A Celery worker for `queue`; `options` replace the default `-c 1` (e.g. "-P", "threads", "-c", "16")."""
         name = f"{queue}-{uuid.uuid4().hex[:6]}"
-        self._spawn(name, [sys.executable, "-m", "celery", "-A", "orchestrator.app", "worker", "-Q", queue, "-c", "1",
+        self._spawn(name, [sys.executable, "-m", "celery", "-A", "orchestrator.app", "worker", "-Q", queue, *(options or ("-c", "1")),
                            "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-l", "info"])
         wait_for(lambda: "ready." in self.log(name), 60, f"the {queue} worker")
         return name

@@ -2,8 +2,9 @@
 
 Why it exists: no model weights can be downloaded where kturn's tests run, yet
 the generation client must be tested against SGLang's real wire protocol. The
-double speaks SGLang's native HTTP API and answers with *scripted*
-continuations, on which it emulates what SGLang does to a model's output:
+double speaks SGLang's native HTTP API and its OpenAI-compatible chat endpoint and
+answers with *scripted* continuations, on which it emulates what SGLang does to a
+model's output:
 
 - stop strings: generation ends at the step where a stop string first appears in
   the decoded output (SGLang checks after every token; stops completing within
@@ -19,10 +20,44 @@ continuations, on which it emulates what SGLang does to a model's output:
   key answers 400 {"error": {"message": ...}};
 - prefix caching (RadixAttention): `cached_tokens` is the longest common prefix of
   the prompt with any earlier prompt+output, capped at prompt_tokens - 1 (SGLang
-  always computes at least one prompt token).
+  always computes at least one prompt token);
+- decoding speed: `token_rate` tokens per second per request (0: instant), after
+  `delay_s` of prefill (time to first token);
+- streaming (`"stream": true`): server-sent events, `data: {json}` per chunk and
+  `data: [DONE]` at the end. As SGLang does by default, every chunk is cumulative:
+  the whole `text`, `output_ids` and `meta_info.output_token_logprobs` so far. A
+  chunk goes out every `stream_interval` tokens (the sampling parameter, else the
+  server's `--stream-interval`, default 1), and the last one carries finish_reason.
+  Intermediate chunks show the decoded text before any stop-string trim, as SGLang's;
+- `POST /abort_request {"rid": ...}` (or `{"abort_all": true}`): a running request
+  stops decoding at its next step and finishes with
+  {"type": "abort", "message": ...}, its partial output included; an unknown rid
+  is ignored (answered 200, as SGLang does);
+- `return_logprob`: `meta_info.output_token_logprobs` as [logprob, token_id, None]
+  triples (the text slot stays None without `return_text_in_logprobs`) and an empty
+  `input_token_logprobs` (SGLang's default `logprob_start_len` of -1);
+- `input_ids` prompts, when the double has a tokenizer (`tokenizer_path`, a
+  `tokenizer.json` for the `tokenizers` library, as SGLang loads the model's): the ids
+  are decoded to the prompt text the script is matched against, and prompt_tokens
+  is their count;
+- `meta_info.weight_version` and `/get_model_info` (`model_path`, `tokenizer_path`,
+  `weight_version`); `/health` and `/health_generate` (200, or 503 while `healthy`
+  is False);
+- `POST /v1/chat/completions` (SGLang started with `--reasoning-parser qwen3`):
+  the messages are rendered with Qwen3's ChatML template (`chat_template_kwargs`
+  `enable_thinking`, default true), `max_tokens`, `stop` and SGLang's extra
+  sampling keys are honoured, `rid` names the request for `/abort_request`; the
+  output is split into `reasoning_content` (up to `</think>`; all of it when
+  `</think>` never comes) and `content`; `finish_reason` is a string with
+  `matched_stop`; `usage` has `prompt_tokens_details.cached_tokens`. Streaming sends
+  deltas (`choices[0].delta`; a partial `</think>` is held back), with the usage so far in
+  each chunk when `stream_options.continuous_usage_stats`, then a usage chunk when
+  `stream_options.include_usage`, then `[DONE]`. `logprobs: true` adds
+  `choices[0].logprobs.content` entries.
 
 TOKEN MODEL: one "token" is 4 characters of text (CHARS_PER_TOKEN); counts round up.
-Fake `output_ids` are derived from each 4-character chunk (same text, same ids).
+Fake `output_ids` are derived from each 4-character chunk (same text, same ids), and
+fake logprobs from the ids.
 
 Scripts: a mapping {substring of the prompt: [answer for 1st call, 2nd call, ...]}
 (a JSON file in subprocess mode; a bare string means a one-answer list). The longest
@@ -30,18 +65,23 @@ key found in the prompt wins (so "" is a catch-all); once a key's list is used u
 last answer repeats. In-process, the script may instead be a callable prompt -> answer.
 A prompt no key matches answers 400 naming the double, so a test fails loudly.
 
-Not emulated (answers 400 saying so): streaming, return_logprob, input_ids prompts.
+Not emulated (answers 400 saying so): streaming a batch, n > 1 chat choices.
 
-Every /generate body received is recorded, injected failures included (so retries are
-visible): in-process via `.requests`, over HTTP at `GET /_double/requests`.
+Every /generate and /v1/chat/completions body received is recorded, injected
+failures included (so retries are visible): in-process via `.requests`, over HTTP at
+`GET /_double/requests`. Every decoding is recorded when it ends, in `.streams` /
+`GET /_double/streams`: {"rid", "endpoint", "tokens_sent" (output tokens decoded),
+"chunks_sent", "aborted", "finish_reason"}; abort bodies in `.aborts` /
+`GET /_double/aborts`; `.running` / `GET /_double/running` lists the rids decoding now, and
+`.max_running` is the most decodings there were at once. `GET /v1/models` lists the model.
 
 Test controls: `fail_next = N` (or `POST /_double/fail_next {"n": N}`, or
-`--fail-next N`) answers 503 to the next N /generate calls; `stop()` / `start()`
-emulate a dead and restarted server on the same port; `POST /_double/reset`
-clears records, counters and the prefix cache.
+`--fail-next N`) answers 503 to the next N generation calls (`fail_status` picks
+another status, e.g. 429); `stop()` / `start()` emulate a dead and restarted server
+on the same port; `POST /_double/reset` clears records, counters and the prefix cache.
 
 Subprocess use:
-    python tests/sglang_double.py --port 30000 --script script.json
+    python tests/sglang_double.py --port 30000 --script script.json [--token-rate 50]
 prints "listening on http://127.0.0.1:30000" and then "ready" once it accepts
 connections; stops on SIGTERM / Ctrl-C.
 """
@@ -58,7 +98,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -67,6 +107,7 @@ CHARS_PER_TOKEN = 4
 SGLANG_DEFAULT_MAX_NEW_TOKENS = 128
 IM_END_TOKEN_ID = 151645
 MODEL_PATH = "Qwen/Qwen3-8B"
+THINK_END = "</think>"
 
 # SGLang 0.5's SamplingParams keyword arguments; anything else is refused like SGLang does.
 KNOWN_SAMPLING_KEYS = frozenset(
@@ -79,6 +120,13 @@ KNOWN_SAMPLING_KEYS = frozenset(
         "stream_interval", "logit_bias", "sampling_seed",
     }
 )
+# Chat-completion keys that map onto SGLang's sampling parameters.
+CHAT_SAMPLING_KEYS = {
+    "max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens", "stop": "stop",
+    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
+    "repetition_penalty": "repetition_penalty", "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty", "no_stop_trim": "no_stop_trim", "seed": "sampling_seed",
+}
 
 Script = Mapping[str, Sequence[str] | str] | Callable[[str], str]
 
@@ -95,6 +143,10 @@ def fake_token_ids(text: str) -> list[int]:
     # Below 151643 so they never collide with Qwen3's special tokens.
     chunks = (text[i : i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN))
     return [zlib.crc32(c.encode()) % 151_000 for c in chunks]
+
+
+def fake_logprob(token_id: int) -> float:
+    return -((token_id * 7919) % 10_007) / 2_500.0
 
 
 # ---------------------------------------------------------------- sampling params
@@ -119,7 +171,7 @@ def _validated(params: dict[str, Any]) -> dict[str, Any]:
     _check(not unknown, f"SamplingParams.__init__() got unexpected keyword argument(s) {unknown}")
     p = {"max_new_tokens": SGLANG_DEFAULT_MAX_NEW_TOKENS, "min_new_tokens": 0, "stop": [],
          "temperature": 1.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0,
-         "presence_penalty": 0.0, "frequency_penalty": 0.0, "no_stop_trim": False, **params}
+         "presence_penalty": 0.0, "frequency_penalty": 0.0, "no_stop_trim": False, "stream_interval": None, **params}
     _check(p["temperature"] >= 0, f"temperature must be non-negative, got {p['temperature']}.")
     _check(0 < p["top_p"] <= 1, f"top_p must be in (0, 1], got {p['top_p']}.")
     _check(0 <= p["min_p"] <= 1, f"min_p must be in [0, 1], got {p['min_p']}.")
@@ -131,6 +183,8 @@ def _validated(params: dict[str, Any]) -> dict[str, Any]:
            f"max_new_tokens must be at least 0, got {p['max_new_tokens']}.")
     _check(0 <= p["min_new_tokens"] <= p["max_new_tokens"],
            f"min_new_tokens must be in [0, max_new_tokens], got {p['min_new_tokens']}.")
+    _check(p["stream_interval"] is None or (isinstance(p["stream_interval"], int) and p["stream_interval"] >= 1),
+           f"stream_interval must be a positive integer, got {p['stream_interval']}.")
     stop = [p["stop"]] if isinstance(p["stop"], str) else p["stop"]
     _check(isinstance(stop, list) and all(isinstance(s, str) for s in stop), "stop must be a string or a list of strings")
     p["stop"] = stop
@@ -184,6 +238,59 @@ def emulate_decoding(continuation: str, params: dict[str, Any]) -> Decoded:
     return Decoded(text, {"type": "stop", "matched": matched}, ids[:step])
 
 
+@dataclass(frozen=True)
+class Step:
+    """The state of a decoding after `tokens` output tokens: what a streamed chunk shows."""
+
+    text: str
+    output_ids: list[int]
+    finish_reason: dict[str, Any] | None  # set on the last step only
+
+    @property
+    def tokens(self) -> int:
+        return len(self.output_ids)
+
+
+def decoding_steps(continuation: str, decoded: Decoded, interval: int) -> Iterator[Step]:
+    """The chunk boundaries of a streamed decoding: every `interval` tokens, then the end.
+    Before the end the text is the raw decoded text (no stop-string trim yet)."""
+    total = decoded.completion_tokens
+    for tokens in range(interval, total, interval):
+        yield Step(continuation[: tokens * CHARS_PER_TOKEN], decoded.output_ids[:tokens], None)
+    yield Step(decoded.text, decoded.output_ids, decoded.finish_reason)
+
+
+def split_reasoning(output: str, thinking: bool, final: bool = True) -> tuple[str, str]:
+    """(reasoning_content, content) as SGLang's qwen3 reasoning parser splits an output. While the
+    output is still streaming (not `final`), a partial tag and the newlines before it are held back."""
+    if not thinking:
+        return "", output
+    if not final and "<think>".startswith(output):
+        return "", ""
+    body = output.removeprefix("<think>").lstrip("\n")
+    if THINK_END not in body:  # reasoning that never closed: all of it is reasoning
+        return (body if final else _hold_back_partial_tag(body)), ""
+    reasoning, _, content = body.partition(THINK_END)
+    return reasoning.rstrip("\n"), content.lstrip("\n")
+
+
+def _hold_back_partial_tag(text: str) -> str:
+    for size in range(len(THINK_END) - 1, 0, -1):
+        if text.endswith(THINK_END[:size]):
+            text = text[:-size]
+            break
+    return text.rstrip("\n")
+
+
+def render_chat(messages: Any, thinking: bool) -> str:
+    """Qwen3's ChatML, as the server's chat template renders a conversation for an answer."""
+    _check(isinstance(messages, list) and messages, "messages must be a non-empty list")
+    _check(all(isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") in ("system", "user", "assistant")
+               for m in messages), "each message needs a role (system, user, assistant) and a string content")
+    turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return turns + "<|im_start|>assistant\n" + ("" if thinking else "<think>\n\n</think>\n\n")
+
+
 # ---------------------------------------------------------------- scripted "model"
 
 
@@ -215,21 +322,55 @@ def _common_prefix_len(a: str, b: str) -> int:
     return len(os.path.commonprefix([a, b]))
 
 
+def _load_tokenizer(path: str | None):
+    if path is None:
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
+
+
 # ---------------------------------------------------------------- the double
+
+
+@dataclass
+class Decoding:
+    """One request being decoded: what the endpoints turn into chunks or an answer."""
+
+    rid: str
+    endpoint: str
+    prompt: str
+    prompt_tokens: int
+    continuation: str
+    params: dict[str, Any]
+    decoded: Decoded
+    started: float
 
 
 class SGLangDouble:
     """In-process: `with SGLangDouble(script) as double: ... double.url ... double.requests`."""
 
     def __init__(self, script: Script, *, host: str = "127.0.0.1", port: int = 0,
-                 fail_next: int = 0, delay_s: float = 0.0, model_path: str = MODEL_PATH) -> None:
+                 fail_next: int = 0, delay_s: float = 0.0, model_path: str = MODEL_PATH,
+                 token_rate: float = 0.0, stream_interval: int = 1, weight_version: str = "default",
+                 tokenizer_path: str | None = None) -> None:
         self.host, self.port = host, port
-        self.delay_s = delay_s  # emulated generation time per /generate call
+        self.delay_s = delay_s  # emulated prefill time (time to the first token)
+        self.token_rate = token_rate  # output tokens per second per request; 0: instant
+        self.stream_interval = stream_interval  # the server's --stream-interval
         self.model_path = model_path
+        self.weight_version = weight_version
+        self.tokenizer_path = tokenizer_path
+        self.healthy = True
+        self.fail_status = 503
+        self._tokenizer = _load_tokenizer(tokenizer_path)
         self._model = ScriptedModel(script)
         self._lock = threading.Lock()
         self._requests: list[Any] = []
         self._aborts: list[Any] = []
+        self._streams: list[dict[str, Any]] = []
+        self._running: dict[str, threading.Event] = {}  # rid -> set when aborted
+        self.max_running = 0  # the most decodings at once
         self._cached_sequences: list[str] = []
         self._fail_next = fail_next
         self._server: ThreadingHTTPServer | None = None
@@ -238,7 +379,7 @@ class SGLangDouble:
     # -- lifecycle
 
     def start(self) -> SGLangDouble:
-        server = ThreadingHTTPServer((self.host, self.port), _Handler)  # reuses the port after stop()
+        server = _Server((self.host, self.port), _Handler)  # reuses the port after stop()
         server.daemon_threads = True
         server.double = self  # type: ignore[attr-defined]
         self._server, self.port = server, server.server_address[1]
@@ -269,7 +410,7 @@ class SGLangDouble:
 
     @property
     def requests(self) -> list[Any]:
-        """Every /generate body received, in arrival order (a copy)."""
+        """Every generation body received (/generate and /v1/chat/completions), in arrival order (a copy)."""
         with self._lock:
             return list(self._requests)
 
@@ -277,6 +418,17 @@ class SGLangDouble:
     def aborts(self) -> list[Any]:
         with self._lock:
             return list(self._aborts)
+
+    @property
+    def streams(self) -> list[dict[str, Any]]:
+        """One record per finished decoding, in the order they ended (a copy)."""
+        with self._lock:
+            return [dict(s) for s in self._streams]
+
+    @property
+    def running(self) -> list[str]:
+        with self._lock:
+            return list(self._running)
 
     @property
     def fail_next(self) -> int:
@@ -292,48 +444,107 @@ class SGLangDouble:
         with self._lock:
             self._requests.clear()
             self._aborts.clear()
+            self._streams.clear()
             self._cached_sequences.clear()
             self._fail_next = 0
+            self.max_running = 0
             self._model.reset()
 
-    # -- endpoints (return status, JSON-able body)
+    # -- endpoints (return status and a JSON-able body, or 200 and an iterator of SSE chunks)
 
     def handle_generate(self, body: Any) -> tuple[int, Any]:
-        with self._lock:
-            self._requests.append(body)  # recorded first, so failed attempts are visible too
-            if self._fail_next > 0:
-                self._fail_next -= 1
-                return 503, {"error": {"message": "SGLangDouble: injected failure (fail_next)"}}
-        try:
-            return 200, self._generate(body)
-        except BadRequest as exc:
-            return 400, {"error": {"message": str(exc)}}
+        return self._guarded(body, self._generate)
+
+    def handle_chat(self, body: Any) -> tuple[int, Any]:
+        return self._guarded(body, self._chat)
 
     def handle_abort(self, body: Any) -> tuple[int, Any]:
         with self._lock:
             self._aborts.append(body)
-        return 200, {}  # requests finish instantly here, so there is never anything to abort
+            if isinstance(body, dict) and body.get("abort_all"):
+                targets = list(self._running.values())
+            else:
+                rid = body.get("rid") if isinstance(body, dict) else None
+                targets = [self._running[rid]] if rid in self._running else []  # unknown rids are ignored
+        for aborted in targets:
+            aborted.set()
+        return 200, {}
+
+    def health(self) -> tuple[int, Any]:
+        return (200, None) if self.healthy else (503, {"error": {"message": "SGLangDouble: not healthy"}})
 
     def model_info(self) -> dict[str, Any]:
-        return {"model_path": self.model_path, "tokenizer_path": self.model_path, "is_generation": True}
+        return {"model_path": self.model_path, "tokenizer_path": self.model_path, "is_generation": True,
+                "weight_version": self.weight_version}
 
-    # -- generation
+    def _guarded(self, body: Any, handler: Callable[[Any], Any]) -> tuple[int, Any]:
+        with self._lock:
+            self._requests.append(body)  # recorded first, so failed attempts are visible too
+            if self._fail_next > 0:
+                self._fail_next -= 1
+                return self.fail_status, {"error": {"message": "SGLangDouble: injected failure (fail_next)"}}
+        try:
+            return 200, handler(body)
+        except BadRequest as exc:
+            return 400, {"error": {"message": str(exc)}}
+
+    # -- native /generate
 
     def _generate(self, body: Any) -> Any:
         _check(isinstance(body, dict), "request body must be a JSON object")
-        for flag in ("stream", "return_logprob"):
-            _check(not body.get(flag), f"SGLangDouble does not emulate {flag!r}")
-        text = body.get("text")
-        _check(text is not None, "SGLangDouble only emulates text prompts: send 'text' (input_ids not supported)")
-        is_batch = isinstance(text, list)
-        prompts = text if is_batch else [text]
-        _check(all(isinstance(t, str) for t in prompts), "text must be a string or a list of strings")
+        prompts, is_batch = self._prompts(body)
         params = self._per_item(body.get("sampling_params") or {}, len(prompts), "sampling_params")
         params = [validate_sampling_params(p) for p in params]  # all validated before any generation
         rids = self._rids(body.get("rid"), len(prompts), is_batch)
-        time.sleep(self.delay_s)
-        answers = [self._answer(prompt, p, rid) for prompt, p, rid in zip(prompts, params, rids)]
+        logprobs = bool(body.get("return_logprob"))
+        if body.get("stream"):
+            _check(not is_batch, "SGLangDouble does not emulate streaming a batch")
+            return self._native_stream(self._begin(rids[0], "generate", *prompts[0], params[0]), logprobs)
+        answers = []
+        for rid, (prompt, prompt_tokens), p in zip(rids, prompts, params):
+            decoding = self._begin(rid, "generate", prompt, prompt_tokens, p)
+            *_, last = self._steps(decoding)
+            answers.append(self._native_chunk(last, decoding, logprobs))
         return answers if is_batch else answers[0]
+
+    def _native_stream(self, decoding: Decoding, logprobs: bool) -> Iterator[dict[str, Any]]:
+        steps = self._steps(decoding)
+        try:
+            for step in steps:
+                yield self._native_chunk(step, decoding, logprobs)
+        finally:
+            steps.close()  # a client that went away ends the decoding
+
+    def _prompts(self, body: dict[str, Any]) -> tuple[list[tuple[str, int]], bool]:
+        """(prompt text, prompt tokens) per item, from `text` or (with a tokenizer) `input_ids`; and
+        whether the body is a batch."""
+        if body.get("input_ids") is not None:
+            _check(self._tokenizer is not None, "SGLangDouble: input_ids need a tokenizer (start it with tokenizer_path)")
+            ids = body["input_ids"]
+            is_batch = bool(ids) and isinstance(ids[0], list)
+            batch = ids if is_batch else [ids]
+            _check(all(isinstance(i, int) for item in batch for i in item), "input_ids must be a list of integers")
+            return [(self._tokenizer.decode(item, skip_special_tokens=False), len(item)) for item in batch], is_batch
+        text = body.get("text")
+        _check(text is not None, "send 'text' or 'input_ids'")
+        prompts = text if isinstance(text, list) else [text]
+        _check(all(isinstance(t, str) for t in prompts), "text must be a string or a list of strings")
+        return [(t, count_tokens(t)) for t in prompts], isinstance(text, list)
+
+    def _native_chunk(self, step: Step, decoding: Decoding, logprobs: bool) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "id": decoding.rid,
+            "finish_reason": step.finish_reason,
+            "prompt_tokens": decoding.prompt_tokens,
+            "completion_tokens": step.tokens,
+            "cached_tokens": decoding.params["cached_tokens"],
+            "weight_version": self.weight_version,
+            "e2e_latency": time.monotonic() - decoding.started,
+        }
+        if logprobs:
+            meta["input_token_logprobs"] = []
+            meta["output_token_logprobs"] = [[fake_logprob(i), i, None] for i in step.output_ids]
+        return {"text": step.text, "output_ids": step.output_ids, "meta_info": meta}
 
     @staticmethod
     def _per_item(value: Any, n: int, name: str) -> list[Any]:
@@ -352,32 +563,139 @@ class SGLangDouble:
         _check(isinstance(rid, str), "rid must be a string")
         return [rid]
 
-    def _answer(self, prompt: str, params: dict[str, Any], rid: str) -> dict[str, Any]:
-        started = time.monotonic()
+    # -- OpenAI-compatible /v1/chat/completions
+
+    def _chat(self, body: Any) -> Any:
+        _check(isinstance(body, dict), "request body must be a JSON object")
+        _check(body.get("n", 1) == 1, "SGLangDouble does not emulate n > 1")
+        thinking = bool((body.get("chat_template_kwargs") or {}).get("enable_thinking", True))
+        prompt = render_chat(body.get("messages"), thinking)
+        params = validate_sampling_params({CHAT_SAMPLING_KEYS[k]: v for k, v in body.items() if k in CHAT_SAMPLING_KEYS and v is not None})
+        rid = body.get("rid") or f"chatcmpl-{uuid.uuid4().hex}"
+        _check(isinstance(rid, str), "rid must be a string")
+        decoding = self._begin(rid, "chat", prompt, count_tokens(prompt), params)
+        reasoning = thinking and body.get("separate_reasoning", True)
+        if body.get("stream"):
+            return self._chat_stream(decoding, body, reasoning)
+        *_, last = self._steps(decoding)
+        reasoning_content, content = split_reasoning(last.text, reasoning)
+        message = {"role": "assistant", "content": content, "reasoning_content": reasoning_content or None}
+        choice = {"index": 0, "message": message, **self._chat_finish(last),
+                  "logprobs": self._chat_logprobs(last.output_ids) if body.get("logprobs") else None}
+        return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": self.model_path,
+                "choices": [choice], "usage": self._usage(decoding, last)}
+
+    def _chat_stream(self, decoding: Decoding, body: dict[str, Any], reasoning: bool) -> Iterator[dict[str, Any]]:
+        sent_reasoning = sent_content = ""
+        sent_ids = 0
+        last = Step("", [], None)
+        steps = self._steps(decoding)
+        try:
+            for step in steps:
+                last = step
+                reasoning_content, content = split_reasoning(step.text, reasoning, final=step.finish_reason is not None)
+                delta: dict[str, Any] = {"role": "assistant"} if sent_ids == 0 else {}
+                # Deltas of the cumulative text, as SGLang's server computes them (a trimmed stop yields none).
+                if reasoning_content.startswith(sent_reasoning) and len(reasoning_content) > len(sent_reasoning):
+                    delta["reasoning_content"] = reasoning_content[len(sent_reasoning):]
+                    sent_reasoning = reasoning_content
+                if content.startswith(sent_content) and len(content) > len(sent_content):
+                    delta["content"] = content[len(sent_content):]
+                    sent_content = content
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+                if body.get("logprobs"):
+                    choice["logprobs"] = self._chat_logprobs(step.output_ids[sent_ids:])
+                sent_ids = step.tokens
+                if step.finish_reason is not None:
+                    choice.update(self._chat_finish(step))
+                chunk = {"id": decoding.rid, "object": "chat.completion.chunk", "model": self.model_path, "choices": [choice]}
+                if (body.get("stream_options") or {}).get("continuous_usage_stats"):
+                    chunk["usage"] = self._usage(decoding, step)
+                yield chunk
+        finally:
+            steps.close()  # a client that went away ends the decoding
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield {"id": decoding.rid, "object": "chat.completion.chunk", "choices": [], "usage": self._usage(decoding, last)}
+
+    @staticmethod
+    def _chat_finish(step: Step) -> dict[str, Any]:
+        finish = step.finish_reason or {}
+        return {"finish_reason": finish.get("type"), "matched_stop": finish.get("matched")}
+
+    @staticmethod
+    def _chat_logprobs(ids: list[int]) -> dict[str, Any]:
+        return {"content": [{"token": f"t{i}", "logprob": fake_logprob(i), "bytes": None, "top_logprobs": []} for i in ids]}
+
+    @staticmethod
+    def _usage(decoding: Decoding, last: Step) -> dict[str, Any]:
+        return {"prompt_tokens": decoding.prompt_tokens, "completion_tokens": last.tokens,
+                "total_tokens": decoding.prompt_tokens + last.tokens,
+                "prompt_tokens_details": {"cached_tokens": decoding.params["cached_tokens"]}}
+
+    # -- decoding, shared by both endpoints
+
+    def _begin(self, rid: str, endpoint: str, prompt: str, prompt_tokens: int, params: dict[str, Any]) -> Decoding:
         with self._lock:  # the script's call counters are shared state
             continuation = self._model.continuation(prompt)
-        decoded = emulate_decoding(continuation, params)
-        prompt_tokens = count_tokens(prompt)
-        cached_tokens = self._match_and_insert_prefix(prompt, prompt + decoded.text, prompt_tokens)
-        return {
-            "text": decoded.text,
-            "output_ids": decoded.output_ids,
-            "meta_info": {
-                "id": rid,
-                "finish_reason": decoded.finish_reason,
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": decoded.completion_tokens,
-                "cached_tokens": cached_tokens,
-                "e2e_latency": time.monotonic() - started + self.delay_s,
-            },
-        }
+            self._running[rid] = threading.Event()
+            self.max_running = max(self.max_running, len(self._running))
+        cached = self._match_prefix(prompt, prompt_tokens)
+        return Decoding(rid, endpoint, prompt, prompt_tokens, continuation, {**params, "cached_tokens": cached},
+                        emulate_decoding(continuation, params), time.monotonic())
 
-    def _match_and_insert_prefix(self, prompt: str, sequence: str, prompt_tokens: int) -> int:
-        """Cached prompt tokens, then remember prompt+output as RadixAttention does."""
+    def _steps(self, decoding: Decoding) -> Iterator[Step]:
+        """The decoding's chunk boundaries, paced at token_rate. An abort ends it at once with the
+        tokens decoded by then. Always records the decoding (and caches its prefix) when it ends."""
+        aborted = self._running[decoding.rid]
+        interval = decoding.params["stream_interval"] or self.stream_interval
+        last = Step("", [], None)
+        chunks = 0
+        try:
+            aborted.wait(self.delay_s)
+            decoding_started = time.monotonic()
+            for step in decoding_steps(decoding.continuation, decoding.decoded, interval):
+                if self._aborted_before(aborted, decoding_started, step.tokens):
+                    tokens = self._tokens_by_now(decoding_started, last.tokens, step.tokens)
+                    step = Step(decoding.continuation[: tokens * CHARS_PER_TOKEN], decoding.decoded.output_ids[:tokens],
+                                {"type": "abort", "message": "Abort requested by /abort_request"})
+                last = step
+                chunks += 1
+                yield step
+                if step.finish_reason is not None:
+                    break
+        finally:
+            self._finish(decoding, last, chunks)
+
+    def _aborted_before(self, aborted: threading.Event, decoding_started: float, tokens: int) -> bool:
+        """Waits until `tokens` are decoded at token_rate; True when an abort came first."""
+        if self.token_rate <= 0:
+            return aborted.is_set()
+        return aborted.wait(max(0.0, decoding_started + tokens / self.token_rate - time.monotonic()))
+
+    def _tokens_by_now(self, decoding_started: float, low: int, high: int) -> int:
+        if self.token_rate <= 0:
+            return low
+        return max(low, min(high, int((time.monotonic() - decoding_started) * self.token_rate)))
+
+    def _finish(self, decoding: Decoding, last: Step, chunks: int) -> None:
+        with self._lock:
+            self._running.pop(decoding.rid, None)
+            self._cached_sequences.append(decoding.prompt + last.text)
+            self._streams.append({
+                "rid": decoding.rid, "endpoint": decoding.endpoint, "tokens_sent": last.tokens, "chunks_sent": chunks,
+                "aborted": (last.finish_reason or {}).get("type") == "abort",
+                "finish_reason": last.finish_reason,  # None: the client went away before the end
+            })
+
+    def _match_prefix(self, prompt: str, prompt_tokens: int) -> int:
+        """Cached prompt tokens: the longest prefix shared with an earlier prompt+output."""
         with self._lock:
             shared = max((_common_prefix_len(prompt, s) for s in self._cached_sequences), default=0)
-            self._cached_sequences.append(sequence)
         return max(0, min(shared // CHARS_PER_TOKEN, prompt_tokens - 1))
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # hundreds of clients connect at once in the benchmarks
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -395,11 +713,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         routes: dict[str, Callable[[], tuple[int, Any]]] = {
-            "/health": lambda: (200, None),
-            "/health_generate": lambda: (200, None),
+            "/health": self.double.health,
+            "/health_generate": self.double.health,
             "/get_model_info": lambda: (200, self.double.model_info()),
+            "/v1/models": lambda: (200, {"object": "list", "data": [{"id": self.double.model_path, "object": "model", "owned_by": "sglang"}]}),
             "/_double/requests": lambda: (200, self.double.requests),
             "/_double/aborts": lambda: (200, self.double.aborts),
+            "/_double/streams": lambda: (200, self.double.streams),
+            "/_double/running": lambda: (200, self.double.running),
         }
         route = routes.get(self.path)
         self._send(*(route() if route else (404, {"detail": "Not Found"})))
@@ -412,6 +733,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         routes: dict[str, Callable[[Any], tuple[int, Any]]] = {
             "/generate": self.double.handle_generate,
+            "/v1/chat/completions": self.double.handle_chat,
             "/abort_request": self.double.handle_abort,
             "/_double/fail_next": self._set_fail_next,
             "/_double/reset": self._reset,
@@ -421,7 +743,10 @@ class _Handler(BaseHTTPRequestHandler):
             status, answer = route(body) if route else (404, {"detail": "Not Found"})
         except Exception as exc:  # a bug in the double (or its script) must not hang the client
             status, answer = 500, {"error": {"message": f"SGLangDouble internal error: {exc!r}"}}
-        self._send(status, answer)
+        if isinstance(answer, Iterator):
+            self._send_events(answer)
+        else:
+            self._send(status, answer)
 
     def _set_fail_next(self, body: Any) -> tuple[int, Any]:
         self.double.fail_next = int(body["n"])
@@ -444,6 +769,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_events(self, chunks: Iterator[dict[str, Any]]) -> None:
+        """Server-sent events; the connection's end (HTTP/1.0) ends the body. A client that
+        goes away stops the decoding, as SGLang notices eventually."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            chunks.close()  # type: ignore[attr-defined]
+
 
 def _load_script(path: str) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
@@ -458,12 +800,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=30000, help="0 picks a free port (printed on stdout)")
     parser.add_argument("--script", required=True, help="JSON file: {prompt substring: [answer by call order, ...]}")
-    parser.add_argument("--fail-next", type=int, default=0, help="answer 503 to the first N /generate calls")
-    parser.add_argument("--delay-s", type=float, default=0.0, help="emulated generation time per /generate call")
+    parser.add_argument("--fail-next", type=int, default=0, help="answer 503 to the first N generation calls")
+    parser.add_argument("--delay-s", type=float, default=0.0, help="emulated prefill time (to the first token)")
+    parser.add_argument("--token-rate", type=float, default=0.0, help="output tokens per second per request (0: instant)")
+    parser.add_argument("--stream-interval", type=int, default=1, help="tokens per streamed chunk unless the request says")
+    parser.add_argument("--weight-version", default="default")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer.json decoding input_ids prompts")
     args = parser.parse_args(argv)
 
     double = SGLangDouble(_load_script(args.script), host=args.host, port=args.port,
-                          fail_next=args.fail_next, delay_s=args.delay_s)
+                          fail_next=args.fail_next, delay_s=args.delay_s, token_rate=args.token_rate,
+                          stream_interval=args.stream_interval, weight_version=args.weight_version,
+                          tokenizer_path=args.tokenizer)
     # SIGTERM ends the process through SystemExit, so the socket is closed cleanly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     double.start()

@@ -102,7 +102,8 @@ def test_service_endpoints_and_recording_over_http():
     with SGLangDouble({"": ["ok"]}) as double:
         assert httpx.get(f"{double.url}/health").status_code == 200
         assert httpx.get(f"{double.url}/get_model_info").json() == {
-            "model_path": "Qwen/Qwen3-8B", "tokenizer_path": "Qwen/Qwen3-8B", "is_generation": True}
+            "model_path": "Qwen/Qwen3-8B", "tokenizer_path": "Qwen/Qwen3-8B", "is_generation": True,
+            "weight_version": "default"}
         assert httpx.post(f"{double.url}/abort_request", json={"rid": "r"}).status_code == 200
         httpx.post(f"{double.url}/_double/fail_next", json={"n": 1})
         assert httpx.post(f"{double.url}/generate", json={"text": "p", "rid": "r1"}).status_code == 503

@@ -1,5 +1,6 @@
 """SGLangBackend against SGLangDouble, a local test double of SGLang's HTTP server."""
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from workers.generation import (  # noqa: E402
     GenerationError,
     GenerationRequest,
     SamplingParams,
+    ServerPool,
     SGLangBackend,
     make_backend,
     render_chatml,
@@ -79,7 +81,7 @@ def test_server_receives_chatml_prompt_rid_and_full_sampling_params(double):
     request = _request(seed=11)
     result = _backend(double.url).generate(request)
     [body] = double.requests
-    assert body["rid"] == "run1/p1/s0/t0" and body["stream"] is False
+    assert body["rid"] == "run1/p1/s0/t0" and body["stream"] is True and "return_logprob" not in body
     assert body["text"] == render_chatml(request.messages, enable_thinking=False) == result.prompt_text
     assert body["text"].startswith("<|im_start|>system\nYou write kernels.<|im_end|>\n")
     assert body["text"].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
@@ -87,6 +89,7 @@ def test_server_receives_chatml_prompt_rid_and_full_sampling_params(double):
     assert params["max_new_tokens"] == 8192 and params["repetition_penalty"] == 1.1
     assert params["stop"] == ["```\n```", "```python\n```python", "\n\n\n\n"]
     assert (params["temperature"], params["top_p"], params["top_k"], params["sampling_seed"]) == (0.6, 0.95, 20, 11)
+    assert params["stream_interval"] == 8
 
 
 def test_next_turn_hits_the_prefix_cache(double):
@@ -136,8 +139,8 @@ def test_restarted_server_is_reached_again(double):
 class _ClientWithABug(SGLangBackend):
     """Skips SamplingParams validation, to provoke SGLang's own 400."""
 
-    def _payload(self, request):
-        payload = super()._payload(request)
+    def _payload(self, request, prompt, prompt_ids):
+        payload = super()._payload(request, prompt, prompt_ids)
         payload["sampling_params"]["repetition_penalty"] = 2.5
         return payload
 
@@ -156,14 +159,21 @@ def test_read_timeout_is_not_retried():
         assert len(slow.requests) == 1
 
 
+def _events(*chunks):
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
 @pytest.mark.parametrize(
-    "answer",
-    [httpx.Response(200, text="<html>proxy error</html>"), httpx.Response(200, json={"text": "x"}),
-     httpx.Response(200, json=[{"text": "x", "meta_info": {}}]),
-     httpx.Response(200, json={"text": "x", "meta_info": {"finish_reason": None}})],
+    ("body", "message"),
+    [("<html>proxy error</html>", "without a finish_reason"),
+     (_events({"text": "x"}), "without text/meta_info"),
+     (_events([{"text": "x", "meta_info": {}}]), "streamed an error"),
+     (_events({"error": {"message": "out of memory"}}), "streamed an error: .*out of memory"),
+     (_events({"text": "x", "meta_info": {"finish_reason": None}}), "without a finish_reason"),
+     (_events({"text": "x", "output_ids": [1], "meta_info": {"completion_tokens": 4, "finish_reason": None}}), "incremental chunks")],
 )
-def test_malformed_answer_is_a_generation_error(answer):
-    backend = SGLangBackend("http://sglang.invalid:30000", retries=1)
-    backend._client = httpx.Client(base_url=backend.url, transport=httpx.MockTransport(lambda _: answer))
-    with pytest.raises(GenerationError, match="sglang.invalid"):
+def test_malformed_stream_is_a_generation_error(body, message):
+    pool = ServerPool(retries=1, transport=httpx.MockTransport(lambda _: httpx.Response(200, stream=httpx.ByteStream(body.encode()))))
+    backend = SGLangBackend("http://sglang.invalid:30000", pool=pool)
+    with pytest.raises(GenerationError, match=rf"sglang.invalid:30000 .*{message}"):
         backend.generate(_request())

@@ -24,7 +24,7 @@ def cleaning_columns(result: CleanResult) -> dict:
 
 
 def clean_turn(context: TurnContext) -> Outcome:
-    result = clean_response(context.raw_response or "", context.config.cleaning_settings())
+    result = clean_response(context.raw_response or "", context.config.cleaning_settings(context.finish_reason))
     return Outcome(values=cleaning_columns(result))
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from workers.generation.request import GenerationRequest, GenerationResult
 
-BACKEND_NAMES = ("replay", "sglang")
+if TYPE_CHECKING:
+    from workers.generation.abort import AbortSignal
+
+BACKEND_NAMES = ("replay", "sglang", "openai")
+SERVER_BACKENDS = ("sglang", "openai")
 
 
 class GenerationError(Exception):
@@ -18,27 +23,29 @@ class GenerationError(Exception):
 class GenerationBackend(Protocol):
     name: str
 
-    def generate(self, request: GenerationRequest) -> GenerationResult: ...
+    def generate(self, request: GenerationRequest, abort: AbortSignal | None = None) -> GenerationResult: ...
 
 
 def make_backend(
     name: str,
     *,
-    url: str | None = None,
+    url: str | Sequence[str] | None = None,
     model: str | None = None,
     replay_path: str | None = None,
-    timeout_s: float = 1800.0,
-    retries: int = 5,
-    backoff_s: float = 1.0,
+    **options: Any,
 ) -> GenerationBackend:
-    """Build the backend called `name` ("sglang" needs `url`, "replay" needs `replay_path`)."""
-    # Imported here because both modules import GenerationError from this one.
-    if name == "sglang":
+    """Build the backend called `name`: "sglang" and "openai" need `url` (one or several servers; the
+    other options go to the backend: settings, pool, or the pool's own timeout_s, retries, backoff_s),
+    "replay" needs `replay_path`."""
+    # Imported here because the backend modules import GenerationError from this one.
+    if name in SERVER_BACKENDS:
+        from workers.generation.openai_compat import OpenAIBackend
         from workers.generation.sglang import SGLangBackend
 
         if not url:
-            raise ValueError("generation backend 'sglang' needs url (e.g. http://127.0.0.1:30000)")
-        return SGLangBackend(url, model=model, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
+            raise ValueError(f"generation backend {name!r} needs url (e.g. http://127.0.0.1:30000)")
+        backend = SGLangBackend if name == "sglang" else OpenAIBackend
+        return backend(url, model=model, **options)
     if name == "replay":
         from workers.generation.replay import ReplayBackend
 

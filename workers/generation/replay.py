@@ -69,7 +69,8 @@ class ReplayBackend:
         self.path = str(path)
         self._answers = load_replay_file(path)  # once per instance: workers reuse the backend
 
-    def generate(self, request: GenerationRequest) -> GenerationResult:
+    def generate(self, request: GenerationRequest, abort: object = None) -> GenerationResult:
+        # Answers are at hand at once: there is never anything running to abort.
         started = time.monotonic()
         answer = self._lookup(request.problem_key, request.turn_index, request.sample_index)
         return GenerationResult(

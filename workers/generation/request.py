@@ -17,6 +17,15 @@ from typing import Any
 DEFAULT_STOP: tuple[str, ...] = ("```\n```", "```python\n```python", "\n\n\n\n")
 
 
+def from_dict(cls, d: dict[str, Any]):
+    """Inverse of ``dataclasses.asdict`` for a settings dataclass; missing keys take the defaults."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}.from_dict: unknown keys {unknown}; known keys are {sorted(known)}")
+    return cls(**d)
+
+
 def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
     # Written as "inside" rather than "outside" so NaN is refused too.
     inside = (low < value if low_open else low <= value) and value <= high
@@ -88,12 +97,7 @@ class SamplingParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SamplingParams:
-        """Inverse of ``dataclasses.asdict``; missing keys take the defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"SamplingParams.from_dict: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
+        return from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,9 @@ class GenerationRequest:
     problem_key: str = ""  # e.g. "level1/1_ReLU"; the replay backend looks answers up by it
     sample_index: int = 0
     turn_index: int = 0
+    # Requests with the same key go to the same server (of several), so a trajectory's later turns
+    # find their prefix in that server's cache. Empty: the rid decides.
+    affinity_key: str = ""
 
 
 class FinishReason(StrEnum):
@@ -114,11 +121,23 @@ class FinishReason(StrEnum):
 
     STOP = "stop"  # matched a stop string or an end token (see `matched`)
     LENGTH = "length"  # hit max_new_tokens: the answer is truncated
-    ABORT = "abort"  # aborted via /abort_request (or by the server)
+    ABORT = "abort"  # aborted via /abort_request (or by the server); kturn adds "reason": "cancelled"
+    LOOP = "loop"  # kturn aborted it: the streamed answer had fallen into a loop (see GenerationResult.loop)
 
     @classmethod
     def of(cls, finish_reason: dict[str, Any]) -> FinishReason:
         return cls(finish_reason["type"])
+
+
+@dataclass(frozen=True)
+class LoopAbort:
+    """Where a streamed answer began to loop, and how much was decoded after that before it ended."""
+
+    onset_char: int  # offset in the answer text where the first repeated unit begins
+    period: int  # length of the repeated unit, in characters
+    detected_at_char: int  # how much text had arrived when the loop was certain
+    chars_after_onset: int  # of the stored text
+    tokens_after_onset: int | None  # output tokens decoded from the onset on (None when the server gave no counts)
 
 
 @dataclass(frozen=True)
@@ -136,6 +155,13 @@ class GenerationResult:
     latency_s: float  # wall-clock time of generate(), retries included
     backend: str  # "sglang" | "replay"
     prompt_text: str | None  # the exact rendered prompt sent (sglang), None when nothing was sent
+    # Token-level truth (when the run records tokens): the prompt ids sent (input_ids mode) and the
+    # output ids with their logprobs, one per output token.
+    prompt_token_ids: list[int] | None = None
+    output_logprobs: list[float] | None = None
+    loop: LoopAbort | None = None  # set when kturn aborted the answer for a loop
+    server_url: str | None = None  # which server answered
+    weight_version: str | None = None  # of the weights that answered, as the server reports it
 
     @property
     def finish_type(self) -> FinishReason:
