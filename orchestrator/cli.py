@@ -423,5 +423,60 @@ def reclean(run_id: Annotated[int, typer.Argument(metavar="RUN")], dry_run: Anno
             console.print(f"  turn id {row['turn_id']} (turn {row['turn']}): code changed={row['code_changed']}, degenerate {row['degenerate'][0]} → {row['degenerate'][1]}")
 
 
+
+# ---------------------------------------------------------------- what a run achieved
+
+
+def run_report(url: str, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run's report and the `turn_metrics` rows it was built from."""
+    from db import reports as report_queries
+    from db.session import session_scope
+    from orchestrator.report import build_report
+
+    found = existing_run(url, run_id)
+    with session_scope(url) as session:
+        rows = report_queries.turn_metrics(session, run_id)
+    return build_report({"id": run_id, "status": found.status, "model": found.config.get("model")}, rows), rows
+
+
+@app.command()
+def report(
+    run_id: Annotated[int, typer.Argument(metavar="RUN")],
+    plot: Annotated[Optional[Path], typer.Option(help="Also render the figure to this PNG file.", dir_okay=False)] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Success metrics per turn and overall: lengths, endings, degeneracy, the funnel, rewards, progression."""
+    from orchestrator.report_view import report_tables
+
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise fail(f"--plot writes a PNG: give a file name ending in .png (got {plot})")
+    url = database_url()
+    built, rows = run_report(url, run_id)
+    if plot is not None:
+        from orchestrator.report_plot import render
+
+        try:
+            render(built, rows, plot)
+        except OSError as error:
+            raise fail(f"cannot write {plot}: {error}") from None
+    if json_output:
+        print_json(built)
+    else:
+        console.print(report_tables(built))
+        if plot is not None:
+            console.print(f"figure written to {plot}")
+
+
+@app.command()
+def compare(run_a: Annotated[int, typer.Argument(metavar="RUN_A")], run_b: Annotated[int, typer.Argument(metavar="RUN_B")], json_output: JsonFlag = False) -> None:
+    """Two runs side by side: every overall figure of each and the difference."""
+    from orchestrator.report import compare as compare_reports
+    from orchestrator.report_view import compare_table
+
+    url = database_url()
+    comparison = compare_reports(run_report(url, run_a)[0], run_report(url, run_b)[0])
+    print_json(comparison) if json_output else console.print(compare_table(comparison))
+
+
 if __name__ == "__main__":
     app()
