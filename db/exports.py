@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, JSON, Boolean, DateTime, Float, Integer, LargeBinary, String, Text, select
+from sqlalchemy import ARRAY, JSON, Boolean, DateTime, Float, Integer, LargeBinary, String, Text, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from db.models import Problem, Trajectory, Turn
@@ -43,11 +43,21 @@ def with_turns(session: Session, heads: list[TrajectoryRecord], chunk: int = 200
     for start in range(0, len(heads), chunk):
         part = heads[start : start + chunk]
         turns: dict[int, list[dict[str, Any]]] = {head.trajectory_id: [] for head in part}
+        metrics = _metrics_by_turn(session, list(turns))
         for turn in session.scalars(select(Turn).where(Turn.trajectory_id.in_(list(turns))).order_by(Turn.trajectory_id, Turn.turn_index)):
-            turns[turn.trajectory_id].append(turn_dict(turn))
+            turns[turn.trajectory_id].append({**turn_dict(turn), "metrics": metrics[turn.id]})
         for head in part:
             yield TrajectoryRecord(**{**head.__dict__, "turns": turns[head.trajectory_id]})
         session.expunge_all()  # a chunk's rows are not needed once written
+
+
+# What the `turn_metrics` view derives per turn, so exports select and label turns as reports count them.
+METRIC_COLUMNS = ("finish_kind", "answer_chars", "has_code", "compiled", "correct", "fast_1", "fast_2", "progress")
+
+
+def _metrics_by_turn(session: Session, trajectory_ids: list[int]) -> dict[int, dict[str, Any]]:
+    query = text(f"SELECT turn_id, {', '.join(METRIC_COLUMNS)} FROM turn_metrics WHERE trajectory_id IN :ids").bindparams(bindparam("ids", expanding=True))
+    return {row.turn_id: {c: getattr(row, c) for c in METRIC_COLUMNS} for row in session.execute(query, {"ids": trajectory_ids})}
 
 
 def turn_dict(turn: Turn) -> dict[str, Any]:
