@@ -550,5 +550,57 @@ def export(
         errors.print(f"the turns store no {', '.join(result.missing_token_columns)}: tokens are empty and rollout_log_probs null, so a trainer must re-tokenise prompt and response", highlight=False, soft_wrap=True)
 
 
+
+# ---------------------------------------------------------------- kturn's own counters
+
+
+@app.command()
+def top(
+    every: Annotated[float, typer.Option(min=0.5, help="Seconds between refreshes.")] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Runs by status, turns of running runs by state, expired leases, queue depths; refreshed live."""
+    from rich.live import Live
+
+    from orchestrator.monitoring import take_snapshot
+    from orchestrator.top_view import snapshot_dict, top_tables
+
+    from kombu.exceptions import OperationalError as BrokerError
+
+    database_url()
+    try:
+        if json_output or once:
+            snapshot = take_snapshot()
+            print_json(snapshot_dict(snapshot)) if json_output else console.print(top_tables(snapshot))
+            return
+        with Live(top_tables(take_snapshot()), console=console, refresh_per_second=4) as live:
+            while True:
+                time.sleep(every)
+                live.update(top_tables(take_snapshot()))
+    except BrokerError as error:
+        raise fail(f"cannot reach the broker: {error}", code=1) from None
+    except KeyboardInterrupt:
+        return
+
+
+@app.command()
+def metrics(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the /metrics endpoint.")] = 9808,
+    address: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+) -> None:
+    """Serve kturn's counters for Prometheus (kturn_queue_messages, kturn_open_run_turns, kturn_expired_leases, ...)."""
+    from orchestrator.monitoring import serve_metrics
+
+    database_url()
+    console.print(f"kturn metrics on http://{address}:{port}/metrics")
+    try:
+        serve_metrics(port, address)
+    except OSError as error:
+        raise fail(f"cannot listen on {address}:{port}: {error}") from None
+    except KeyboardInterrupt:
+        return
+
+
 if __name__ == "__main__":
     app()
