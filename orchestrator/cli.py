@@ -506,7 +506,7 @@ class TurnChoice(str, Enum):
 @app.command()
 def export(
     run_id: Annotated[int, typer.Argument(metavar="RUN")],
-    format: Annotated[ExportFormat, typer.Option("--format", help="buffer, samples (slime), sft (chat JSONL), parquet, tritonforge (multi_turn_logs/).")],
+    export_format: Annotated[ExportFormat, typer.Option("--format", help="buffer, samples (slime), sft (chat JSONL), parquet, tritonforge (multi_turn_logs/).")],
     out: Annotated[Optional[Path], typer.Option(help="File (a directory for tritonforge); default run{RUN}-{format}.jsonl/.parquet in the current directory.")] = None,
     answer: Annotated[Answer, typer.Option(help="The answer text in messages: cleaned (as later prompts show it) or raw.")] = Answer.cleaned,
     turns: Annotated[TurnChoice, typer.Option(help="Which turns the sft format takes.")] = TurnChoice.correct,
@@ -521,14 +521,14 @@ def export(
     from orchestrator.exports import DEFAULT_OUT, ExportRequest, export_run, read_jsonl
     from orchestrator.exports.push import PushError, push as push_items
 
-    if push and format is not ExportFormat.buffer:
+    if push and export_format is not ExportFormat.buffer:
         raise fail("--push sends rollout-buffer items: use it with --format buffer")
-    target = out or Path(DEFAULT_OUT[format.value].format(run=run_id))
+    target = out or Path(DEFAULT_OUT[export_format.value].format(run=run_id))
     if not target.resolve().parent.is_dir():
         raise fail(f"{target.parent} is not a directory")
     url = database_url()
     found = existing_run(url, run_id)
-    request = ExportRequest(run_id=run_id, format=format.value, out=target, model=found.config.get("model"), answer=answer.value, turns=turns.value, all_groups=all_groups)
+    request = ExportRequest(run_id=run_id, format=export_format.value, out=target, model=found.config.get("model"), answer=answer.value, turns=turns.value, all_groups=all_groups)
     try:
         with session_scope(url) as session:
             result = export_run(session, request)
@@ -543,10 +543,10 @@ def export(
     if json_output:
         print_json(summary)
         return
-    console.print(f"{result.items} {format.value} item(s) from {result.trajectories} trajectories written to {target}" + (f"; {summary['pushed']} pushed to {push}" if push else ""))
+    console.print(f"{result.items} {export_format.value} item(s) from {result.trajectories} trajectories written to {target}" + (f"; {summary['pushed']} pushed to {push}" if push else ""))
     for problem, statuses in result.skipped_groups.items():
         errors.print(f"skipped {problem}: not every sample completed ({', '.join(f'{k} {v}' for k, v in statuses.items())}); --all-groups exports the completed ones", highlight=False, soft_wrap=True)
-    if format is ExportFormat.samples and result.missing_token_columns:
+    if export_format is ExportFormat.samples and result.missing_token_columns:
         errors.print(f"the turns store no {', '.join(result.missing_token_columns)}: tokens are empty and rollout_log_probs null, so a trainer must re-tokenise prompt and response", highlight=False, soft_wrap=True)
 
 
