@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 import sys
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import text
 
 from orchestrator.problems import BUNDLED_DIR
 from tests.cluster import free_port, rows, run_args, started, wait_for
@@ -352,11 +354,17 @@ def test_kturn_metrics_and_top_show_queues_and_open_turns(cluster, db):
     try:
         waiting = cluster.kturn_json(*run_args(cluster, 2, 1, "--id", "2"))["run"]
         top = cluster.kturn_json("top")
-        assert top["queues"]["generate"] == 2 and top["open_runs"][str(waiting)] == {"pending": 2} and top["expired_leases"] == 0
+        assert top["queues"]["generate"] == 2 and top["open_runs"][str(waiting)] == {"pending": 2}
         scraped = scrape()
         assert 'kturn_queue_messages{queue="generate"} 2.0' in scraped
         assert f'kturn_open_run_turns{{run="{waiting}",state="pending"}} 2.0' in scraped
         assert "pending" in cluster.kturn("top", "--once").stdout
+        with db.begin() as connection:  # as if a worker had claimed a turn and died an hour ago
+            connection.execute(text("""UPDATE turns SET state = 'generating', lease_expires_at = now() - interval '1 hour'
+                                       WHERE id = (SELECT MIN(t.id) FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id WHERE tr.run_id = :run)"""), {"run": waiting})
+        assert cluster.kturn_json("top")["expired_leases"] >= 1
+        assert re.search(r"^kturn_expired_leases [1-9]", scrape(), re.MULTILINE)
+        cluster.kturn("reconcile", "--older-than", "0")  # hands the turn back to its queue
     finally:
         cluster.start_worker("generate")
     wait_for(lambda: rows(db, "SELECT status FROM runs WHERE id = :run", run=waiting)[0]["status"] == "completed", 300, "the waiting run")
