@@ -447,5 +447,184 @@ def reclean(run_id: Annotated[int, typer.Argument(metavar="RUN")], dry_run: Anno
             console.print(f"  turn id {row['turn_id']} (turn {row['turn']}): code changed={row['code_changed']}, degenerate {row['degenerate'][0]} → {row['degenerate'][1]}")
 
 
+
+# ---------------------------------------------------------------- what a run achieved
+
+
+def run_report(url: str, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run's report and the `turn_metrics` rows it was built from."""
+    from db import reports as report_queries
+    from db.session import session_scope
+    from orchestrator.report import build_report
+
+    found = existing_run(url, run_id)
+    with session_scope(url) as session:
+        rows = report_queries.turn_metrics(session, run_id)
+    return build_report({"id": run_id, "status": found.status, "model": found.config.get("model")}, rows), rows
+
+
+@app.command()
+def report(
+    run_id: Annotated[int, typer.Argument(metavar="RUN")],
+    plot: Annotated[Optional[Path], typer.Option(help="Also render the figure to this PNG file.", dir_okay=False)] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Success metrics per turn and overall: lengths, endings, degeneracy, the funnel, rewards, progression."""
+    from orchestrator.report_view import report_tables
+
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise fail(f"--plot writes a PNG: give a file name ending in .png (got {plot})")
+    url = database_url()
+    built, rows = run_report(url, run_id)
+    if plot is not None:
+        from orchestrator.report_plot import render
+
+        try:
+            render(built, rows, plot)
+        except OSError as error:
+            raise fail(f"cannot write {plot}: {error}") from None
+    if json_output:
+        print_json(built)
+    else:
+        console.print(report_tables(built))
+        if plot is not None:
+            console.print(f"figure written to {plot}")
+
+
+@app.command()
+def compare(run_a: Annotated[int, typer.Argument(metavar="RUN_A")], run_b: Annotated[int, typer.Argument(metavar="RUN_B")], json_output: JsonFlag = False) -> None:
+    """Two runs side by side: every overall figure of each and the difference."""
+    from orchestrator.report import compare as compare_reports
+    from orchestrator.report_view import compare_table
+
+    url = database_url()
+    comparison = compare_reports(run_report(url, run_a)[0], run_report(url, run_b)[0])
+    print_json(comparison) if json_output else console.print(compare_table(comparison))
+
+
+
+# ---------------------------------------------------------------- trajectories for trainers
+
+
+class ExportFormat(str, Enum):
+    buffer = "buffer"
+    samples = "samples"
+    sft = "sft"
+    parquet = "parquet"
+    tritonforge = "tritonforge"
+
+
+class Answer(str, Enum):
+    cleaned = "cleaned"
+    raw = "raw"
+
+
+class TurnChoice(str, Enum):
+    all = "all"
+    compiled = "compiled"
+    correct = "correct"
+    fast_1 = "fast_1"
+    fast_2 = "fast_2"
+
+
+@app.command()
+def export(
+    run_id: Annotated[int, typer.Argument(metavar="RUN")],
+    export_format: Annotated[ExportFormat, typer.Option("--format", help="buffer, samples (slime), sft (chat JSONL), parquet, tritonforge (multi_turn_logs/).")],
+    out: Annotated[Optional[Path], typer.Option(help="File (a directory for tritonforge); default run{RUN}-{format}.jsonl/.parquet in the current directory.")] = None,
+    answer: Annotated[Answer, typer.Option(help="The answer text in messages: cleaned (as later prompts show it) or raw.")] = Answer.cleaned,
+    turns: Annotated[TurnChoice, typer.Option(help="Which turns the sft format takes.")] = TurnChoice.correct,
+    all_groups: Annotated[bool, typer.Option("--all-groups", help="Also export completed trajectories of problems whose other samples did not complete.")] = False,
+    push: Annotated[Optional[str], typer.Option(help="Also POST the buffer items to this slime buffer server (/buffer/write).")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Export a run for RL trainers and analysis; complete groups (every sample of a problem) only by default."""
+    from dataclasses import asdict
+
+    from db.session import session_scope
+    from orchestrator.exports import DEFAULT_OUT, ExportRequest, export_run, read_jsonl
+    from orchestrator.exports.push import PushError, push as push_items
+
+    if push and export_format is not ExportFormat.buffer:
+        raise fail("--push sends rollout-buffer items: use it with --format buffer")
+    target = out or Path(DEFAULT_OUT[export_format.value].format(run=run_id))
+    if not target.resolve().parent.is_dir():
+        raise fail(f"{target.parent} is not a directory")
+    url = database_url()
+    found = existing_run(url, run_id)
+    request = ExportRequest(run_id=run_id, format=export_format.value, out=target, model=found.config.get("model"), answer=answer.value, turns=turns.value, all_groups=all_groups)
+    try:
+        with session_scope(url) as session:
+            result = export_run(session, request)
+    except OSError as error:
+        raise fail(f"cannot write {target}: {error}") from None
+    summary = asdict(result)
+    if push:
+        try:
+            summary["pushed"] = push_items(read_jsonl(target), push)
+        except PushError as error:
+            raise fail(f"{error} (all items are in {target})", code=1) from None
+    if json_output:
+        print_json(summary)
+        return
+    console.print(f"{result.items} {export_format.value} item(s) from {result.trajectories} trajectories written to {target}" + (f"; {summary['pushed']} pushed to {push}" if push else ""))
+    for problem, statuses in result.skipped_groups.items():
+        errors.print(f"skipped {problem}: not every sample completed ({', '.join(f'{k} {v}' for k, v in statuses.items())}); --all-groups exports the completed ones", highlight=False, soft_wrap=True)
+    if export_format is ExportFormat.samples and result.missing_token_columns:
+        errors.print(f"the turns store no {', '.join(result.missing_token_columns)}: tokens are empty and rollout_log_probs null, so a trainer must re-tokenise prompt and response", highlight=False, soft_wrap=True)
+
+
+
+# ---------------------------------------------------------------- kturn's own counters
+
+
+@app.command()
+def top(
+    every: Annotated[float, typer.Option(min=0.5, help="Seconds between refreshes.")] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Runs by status, turns of running runs by state, expired leases, queue depths; refreshed live."""
+    from rich.live import Live
+
+    from orchestrator.monitoring import take_snapshot
+    from orchestrator.top_view import snapshot_dict, top_tables
+
+    from kombu.exceptions import OperationalError as BrokerError
+
+    database_url()
+    try:
+        if json_output or once:
+            snapshot = take_snapshot()
+            print_json(snapshot_dict(snapshot)) if json_output else console.print(top_tables(snapshot))
+            return
+        with Live(top_tables(take_snapshot()), console=console, refresh_per_second=4) as live:
+            while True:
+                time.sleep(every)
+                live.update(top_tables(take_snapshot()))
+    except BrokerError as error:
+        raise fail(f"cannot reach the broker: {error}", code=1) from None
+    except KeyboardInterrupt:
+        return
+
+
+@app.command()
+def metrics(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the /metrics endpoint.")] = 9808,
+    address: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+) -> None:
+    """Serve kturn's counters for Prometheus (kturn_queue_messages, kturn_open_run_turns, kturn_expired_leases, ...)."""
+    from orchestrator.monitoring import serve_metrics
+
+    database_url()
+    console.print(f"kturn metrics on http://{address}:{port}/metrics")
+    try:
+        serve_metrics(port, address)
+    except OSError as error:
+        raise fail(f"cannot listen on {address}:{port}: {error}") from None
+    except KeyboardInterrupt:
+        return
+
+
 if __name__ == "__main__":
     app()

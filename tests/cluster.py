@@ -11,7 +11,13 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from sqlalchemy import text
+
+from orchestrator.problems import BUNDLED_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,9 +93,10 @@ class Cluster:
         wait_for(lambda: "ready." in self.log(name), 60, f"the {queue} worker")
         return name
 
-    def start_flower(self) -> str:
+    def start_flower(self, basic_auth: str | None = None) -> str:
+        """Flower with `FLOWER_BASIC_AUTH=user:password` when given, else with its API open."""
         port = free_port()
-        env = {**self.env, "FLOWER_UNAUTHENTICATED_API": "true"}
+        env = {**self.env, **({"FLOWER_BASIC_AUTH": basic_auth} if basic_auth else {"FLOWER_UNAUTHENTICATED_API": "true"})}
         self._spawn("flower", [sys.executable, "-m", "celery", "-A", "orchestrator.app", "flower", f"--port={port}", "--address=127.0.0.1"], env=env)
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(url + "/healthcheck"), 60, "Flower")
@@ -127,6 +134,31 @@ class Cluster:
 
     def kturn_json(self, *args: str, **kwargs):
         return json.loads(self.kturn(*args, "--json", **kwargs).stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def started(workdir: Path, database_url: str, redis_url: str, script: dict) -> Iterator[Cluster]:
+    """The SGLang double with `script`, the schema, and one worker per queue; all stopped at the end."""
+    cluster = Cluster(workdir, database_url, redis_url)
+    try:
+        cluster.start_double(script)
+        cluster.kturn("db", "upgrade")
+        for queue in ("generate", "clean", "evaluate"):
+            cluster.start_worker(queue)
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
+def run_args(cluster: Cluster, samples: int, turns: int, *extra: str) -> list[str]:
+    """`kturn run` on the bundled CPU problems against the double, early stop out of the way."""
+    return ["run", str(BUNDLED_DIR), "--samples", str(samples), "--turns", str(turns), "--backend", "cpp", "--device", "cpu",
+            "--generator", "sglang", "--url", cluster.double_url, "--early-stop", "100", *extra]
+
+
+def rows(engine, sql: str, **params) -> list[dict]:
+    with engine.connect() as connection:
+        return [dict(r._mapping) for r in connection.execute(text(sql), params)]
 
 
 def _answers(url: str) -> bool:

@@ -57,3 +57,15 @@ def redis_url():
     yield url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def db(postgres_url):
+    """An engine on the tests' database, for checking what the workers stored."""
+    from sqlalchemy import create_engine
+
+    from orchestrator.settings import to_sqlalchemy_url
+
+    engine = create_engine(to_sqlalchemy_url(postgres_url))
+    yield engine
+    engine.dispose()

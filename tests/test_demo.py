@@ -1,6 +1,7 @@
 """`kturn demo`, as a new user runs it: no servers, no GPU, the embedded default."""
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -8,14 +9,27 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_runs_three_turns_with_the_embedded_default(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+KTURN = str(Path(sys.executable).with_name("kturn"))
+ENV = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The directory `kturn demo` ran in, and what it printed."""
+    tmp_path = tmp_path_factory.mktemp("demo")
     started = time.monotonic()
-    result = subprocess.run([str(Path(sys.executable).with_name("kturn")), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([KTURN, "demo"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
     print(f"kturn demo: {time.monotonic() - started:.1f} s")
+    return tmp_path, result
+
+
+def test_demo_runs_three_turns_with_the_embedded_default(demo):
+    tmp_path, result = demo
     assert result.returncode == 0, result.stdout + result.stderr
     assert "level1/1_ReLU" in result.stdout and "done" in result.stdout
 
@@ -34,3 +48,23 @@ def test_demo_runs_three_turns_with_the_embedded_default(tmp_path):
     assert relu[2][5] == 1 and relu[2][7] >= 0.4
     assert add[0][4] == 1 and add[0][5] == 0
     assert add[1][5] == 1 and add[2][5] == 1
+
+
+def test_report_and_exports_work_on_the_embedded_demo(demo):
+    """The analysis views exist on SQLite too: `kturn demo` then `kturn report 1`."""
+    tmp_path, _ = demo
+    report = json.loads(subprocess.run([KTURN, "report", "1", "--json"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120).stdout)
+    turn0, turn1, turn2 = report["turns"]
+    assert turn0["degenerate_rate"] == 0.5 and turn0["finish"] == {"length": 1, "end_of_turn": 1}
+    assert [t["funnel"]["correct"] for t in report["turns"]] == [0.0, 0.5, 1.0]
+    assert turn1["progress"] == {"improved": 1, "held": 1, "regressed": 0} and turn2["progress"]["improved"] == 2
+    assert report["trajectories"]["first_to_last"] == {"improved": 2, "held": 0, "regressed": 0}
+    shown = subprocess.run([KTURN, "report", "1", "--plot", "demo.png"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "funnel" not in shown.stderr and (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
+    export = subprocess.run([KTURN, "export", "1", "--format", "sft", "--json"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    lines = [json.loads(line) for line in (tmp_path / "run1-sft.jsonl").read_text().splitlines()]
+    assert json.loads(export.stdout)["items"] == len(lines) == 3  # the correct turns: ReLU turn 2, scaled add turns 1 and 2
+    assert all(line["messages"][-1]["role"] == "assistant" and "ModelNew" in line["messages"][-1]["content"] for line in lines)
+    with sqlite3.connect(tmp_path / ".kturn" / "kturn.sqlite") as connection:
+        [(compile_rate,)] = connection.execute("SELECT compile_rate FROM run_summary WHERE run_id = 1").fetchall()
+    assert compile_rate == report["overall"]["funnel"]["compiled"] == 4 / 6

@@ -7,11 +7,10 @@ import time
 from collections import Counter
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from orchestrator.problems import BUNDLED_DIR
-from orchestrator.settings import to_sqlalchemy_url
-from tests.cluster import Cluster, http_json, wait_for
+from tests.cluster import http_json, rows, run_args, started, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,32 +32,8 @@ SCRIPT = {
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, postgres_url, redis_url):
-    cluster = Cluster(tmp_path_factory.mktemp("cluster"), postgres_url, redis_url)
-    try:
-        cluster.start_double(SCRIPT)
-        cluster.kturn("db", "upgrade")
-        for queue in ("generate", "clean", "evaluate"):
-            cluster.start_worker(queue)
+    with started(tmp_path_factory.mktemp("cluster"), postgres_url, redis_url, SCRIPT) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
-
-
-@pytest.fixture(scope="module")
-def db(postgres_url):
-    engine = create_engine(to_sqlalchemy_url(postgres_url))
-    yield engine
-    engine.dispose()
-
-
-def rows(engine, sql: str, **params) -> list[dict]:
-    with engine.connect() as connection:
-        return [dict(r._mapping) for r in connection.execute(text(sql), params)]
-
-
-def run_args(cluster: Cluster, samples: int, turns: int, *extra: str) -> list[str]:
-    return ["run", str(BUNDLED_DIR), "--samples", str(samples), "--turns", str(turns), "--backend", "cpp", "--device", "cpu",
-            "--generator", "sglang", "--url", cluster.double_url, "--early-stop", "100", *extra]
 
 
 def turns_of(engine, run_id: int) -> list[dict]:

@@ -1,0 +1,18 @@
+"""Chat-format SFT lines (`{"messages": [...]}`) of the turns chosen, e.g. the correct ones. Pure."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from db.exports import TrajectoryRecord
+from orchestrator.exports.fields import conversation, extra_info
+from orchestrator.exports.selection import turn_selected
+
+
+def sft_lines(trajectory: TrajectoryRecord, which_turns: str, which_answer: str) -> Iterator[dict[str, Any]]:
+    for turn in trajectory.turns:
+        if turn_selected(turn, which_turns):
+            yield {
+                "messages": conversation(turn, which_answer),
+                "metadata": {**extra_info(trajectory), "turn_index": turn["turn_index"], "reward": turn["reward"], "speedup": turn["speedup"], "correct": turn["correct"]},
+            }
