@@ -384,7 +384,7 @@ def eval_command(
     problem: Annotated[Path, typer.Option(help="The reference program (KernelBench format).")],
     solution: Annotated[Path, typer.Option(help="The candidate defining ModelNew.")],
     device: Annotated[Device, typer.Option()] = Device.cpu,
-    backend: Annotated[Optional[Backend], typer.Option(help="Default: cpp on cpu, cuda on cuda.")] = None,
+    backend: Annotated[Optional[Backend], typer.Option(help="The backend the answer was asked for (default: cpp on cpu, cuda on cuda); the evaluation reads the one the code is written in.")] = None,
     timeout: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds each correctness and timing phase may run (compilation has its own, longer limit).")] = None,
     json_output: JsonFlag = False,
 ) -> None:

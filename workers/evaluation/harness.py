@@ -9,6 +9,8 @@ processes, fresh seeds) and the slower figure is kept.
 from __future__ import annotations
 
 import re
+import statistics
+import time
 import traceback
 from dataclasses import replace
 
@@ -117,7 +119,7 @@ def _evaluate(v: _Verdict, reference_src: str, solution_src: str, settings: Eval
 def _judge(v: _Verdict, run: PassOutcome) -> None:
     _note_sandbox(v, run)
     _note_builds(v, run)
-    v.details["phase_wall_s"] = run.walls
+    v.details["phase_wall_s"] = {**v.details.get("phase_wall_s", {}), **run.walls}
     v.details.update(calls=run.calls, verified_calls=run.verified_calls, verified_bytes=run.verified_bytes)
     failed_build = next((b for b in run.builds if not b.ok), None)
     if failed_build is not None:
@@ -249,19 +251,24 @@ def _timing_verdict(v: _Verdict, run: PassOutcome) -> None:
     if not run.batches:
         v.details["warnings"].append("no timed batch")
         return
+    overhead = statistics.median(b.overhead_s for b in run.batches)
     v.baseline = timing.summarise([b.reference_ms() for b in run.batches])
-    v.runtime = timing.summarise([b.candidate_ms() for b in run.batches])
+    v.runtime = timing.summarise([b.candidate_ms(overhead) for b in run.batches])
     v.speedup, v.speedup_spread = timing.speedup(v.baseline, v.runtime)
-    v.details["timing"] = {"calls_per_batch": run.batches[-1].calls, "batches": len(run.batches),
-                           "overhead_ms": round(sorted(b.overhead_s for b in run.batches)[len(run.batches) // 2] * 1e3, 4),
-                           "method": "parent clock; the reference's overhead in each batch subtracted"}
+    v.details["timing"] = {
+        "calls_per_batch": run.batches[-1].calls, "batches": len(run.batches), "overhead_ms": round(overhead * 1e3, 4),
+        "raised_to_bound": sum(b.clamped(overhead) for b in run.batches),
+        "method": "per batch: the candidate's own forward time, never below its window on the parent's clock "
+                  "minus the reference's overhead (and a tolerance)"}
 
 
 def _recheck(v: _Verdict, reference_src: str, solution_src: str, settings: EvalSettings) -> None:
     """Run again in fresh processes on fresh inputs; believe the speedup only if it holds up."""
     v.flags.add(F.SPEEDUP_RECHECKED, f"speedup {v.speedup:.2f} above {settings.speedup_recheck_threshold:g}")
     shadow = _Verdict(settings, v.fingerprint)
+    started = time.monotonic()
     run = Session(reference_src, solution_src, settings, toolchain(v.fingerprint)).run()
+    v.details["phase_wall_s"]["recheck_s"] = round(time.monotonic() - started, 3)
     _judge(shadow, run)
     recheck = {"correct": shadow.correct, "error": shadow.error, "flags": shadow.flags.names()}
     v.details["recheck"] = recheck

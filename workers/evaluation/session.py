@@ -12,6 +12,7 @@ are compared is decided only after the candidate said it had computed them all.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import math
 import os
@@ -172,29 +173,39 @@ class Session:
                               files={**files, SOLUTION: ws.write("solution.py", self.solution_src)}))
             builder = Builder(self.settings, self.solution_src, self.toolchain, ws.root)
             try:
-                for child in (ref, cand):
-                    child.start()
+                with self._timed("start_s"):
+                    for child in (ref, cand):
+                        child.start()
                 self.outcome.facts = cand.facts
                 self._converse(ref, cand, builder)
             finally:
                 self.outcome.builds = builder.records
-                self.outcome.reference_exit = ref.close()
-                self.outcome.candidate_exit = cand.close()
+                with self._timed("close_s"):
+                    self.outcome.reference_exit = ref.close()
+                    self.outcome.candidate_exit = cand.close()
         return self.outcome
 
     def _converse(self, ref: Child, cand: Child, builder: Builder) -> None:
-        started = time.monotonic()
-        self._setup(ref, cand, builder)
-        self.outcome.walls["setup_s"] = round(time.monotonic() - started, 3)
+        with self._timed("setup_s"):
+            self._setup(ref, cand, builder)
+        self.outcome.walls["builds_s"] = round(sum(b.seconds for b in builder.records), 3)
         if not self.outcome.ready or any(not b.ok for b in builder.records):
             return
+        with self._timed("batches_s"):
+            self._batches(ref, cand)
+        if self.outcome.mismatch is None and self.outcome.fault is None:
+            with self._timed("finish_s"):
+                self.outcome.summary = self._finish(cand)
+
+    @contextlib.contextmanager
+    def _timed(self, name: str):
+        """Add the wall time of a step to the pass's phase breakdown (stored with the turn)."""
         started = time.monotonic()
         try:
-            self._batches(ref, cand)
+            yield
         finally:
-            self.outcome.walls["run_s"] = round(time.monotonic() - started, 3)
-        if self.outcome.mismatch is None and self.outcome.fault is None:
-            self.outcome.summary = self._finish(cand)
+            walls = self.outcome.walls
+            walls[name] = round(walls.get(name, 0.0) + time.monotonic() - started, 4)
 
     # --- set-up ----------------------------------------------------------------------------------
 
@@ -207,10 +218,19 @@ class Session:
         return job
 
     def _setup(self, ref: Child, cand: Child, builder: Builder) -> None:
+        """Both children set up at once; the candidate's build requests are served as they come."""
         limit = self.settings.compile_timeout_s
-        _reference(lambda: ref.request(self._job(ref, "reference"), "ready", limit))
+        ref_job = _reference(lambda: ref.send_request(self._job(ref, "reference")))
+        cand_job = self._candidate("setup", lambda: cand.send_request(self._job(cand, "candidate")))
+        if cand_job is None:
+            return
+        ready, seconds = _reference(lambda: ref.await_reply(ref_job, "ready", limit))
+        self.outcome.walls["reference_setup_s"] = round(seconds, 4)
+        self.outcome.walls["reference_child"] = _diagnostic_times(ready)
         try:
-            cand.request(self._job(cand, "candidate"), "ready", limit, serve=lambda m: builder.serve(cand, m))
+            ready, seconds = cand.await_reply(cand_job, "ready", limit, serve=lambda m: builder.serve(cand, m))
+            self.outcome.walls["candidate_setup_s"] = round(seconds, 4)
+            self.outcome.walls["candidate_child"] = _diagnostic_times(ready)
             self.outcome.ready = True
         except (ChildFailed, ChildTimeout, wire.ProtocolError) as error:
             self.outcome.fault = CandidateFault("setup", error)
@@ -247,21 +267,31 @@ class Session:
             seeds = [secrets.randbits(62) for _ in range(calls)]
             handover = self._make(ref, seeds) if self.settings.device == "cpu" else None
             try:
+                # which child goes first alternates (after the first batch, which sizes the chunks),
+                # so neither is always the one that runs second on a warm machine
+                candidate_first = chunk is not None and index % 2 == 1
+                candidate = self._candidate("run", lambda: self._go(cand, seeds, chunk, handover, trusted=False)) \
+                    if candidate_first else None
                 reference = _reference(lambda: self._go(ref, seeds, chunk or FIRST_CHUNK, handover, trusted=True))
                 out_bytes = _output_bytes(reference.signature)
                 chunk = chunk or _chunk_size(out_bytes, calls)
-                candidate = self._candidate("run", lambda: self._go(cand, seeds, chunk, handover, trusted=False))
+                if not candidate_first:
+                    candidate = self._candidate("run", lambda: self._go(cand, seeds, chunk, handover, trusted=False))
             finally:
                 if handover is not None:
                     os.close(handover.fd)
             if candidate is None or not self._same_outputs(reference, candidate, out_bytes, chunk, calls):
                 return
-            if not self._verify(ref, cand, reference, candidate, out_bytes, chunk, calls):
+            with self._timed("verify_s"):
+                verified = self._verify(ref, cand, reference, candidate, out_bytes, chunk, calls)
+            if not verified:
                 return
+            self.outcome.walls["windows_s"] = round(self.outcome.walls.get("windows_s", 0.0) + reference.window_s
+                                                    + candidate.window_s, 4)
             self.outcome.calls += calls
             if index >= warmups:
                 self.outcome.batches.append(timing.BatchTimes(calls, reference.window_s, reference.forward_s,
-                                                              candidate.window_s))
+                                                              candidate.window_s, candidate.forward_s))
             elif index + 1 < warmups + timed:
                 calls = timing.calls_for(reference.forward_s / calls, self.settings.timing_batch_ms,
                                          min(self.settings.max_calls_per_batch, MAX_CHECKSUMS // 2 // max(1, len(out_bytes))),
@@ -324,7 +354,7 @@ class Session:
     def _verify(self, ref: Child, cand: Child, reference: Batch, candidate: Batch, out_bytes: list[int],
                 chunk: int, calls: int) -> bool:
         """Store randomly chosen ranges from both children; check the candidate's checksums and
-        compare its values with the reference's."""
+        compare its values with the reference's, an output position at a time."""
         ranges = _choose(out_bytes, chunk, calls, self.settings.verify_mb_per_batch << 20)
         expected = _reference(lambda: _store(ref, ranges, self.settings.run_timeout_s))
         if isinstance(expected, str):
@@ -332,30 +362,71 @@ class Session:
         got = self._candidate("run", lambda: _store(cand, ranges, self.settings.run_timeout_s))
         if got is None:
             return False
+        first = self.outcome.calls
         if isinstance(got, str):
-            self.outcome.mismatch = Mismatch({"check": "tampered", "trial": self.outcome.calls}, tampered=got)
+            self.outcome.mismatch = Mismatch({"check": "tampered", "trial": first}, tampered=got)
             return False
-        offsets = _checksum_offsets(out_bytes, chunk, calls)
-        for (call, output, start, length), want, have in zip(ranges, expected, got):
-            trial = self.outcome.calls + call
-            if wire.checksum(have) != candidate.checksums[offsets[call][output] + start // chunk]:
-                self.outcome.mismatch = Mismatch({"check": "tampered", "trial": trial}, tampered=(
-                    f"the bytes of output {output} (call {trial}) differ from the checksum sent when the batch "
-                    "was reported computed"))
+        offsets, stored = _checksum_offsets(out_bytes, chunk, calls), memoryview(got)
+        position = 0
+        for call, output, start, length in ranges:
+            if wire.checksum(stored[position:position + length]) != candidate.checksums[offsets[call][output] + start // chunk]:
+                self.outcome.mismatch = Mismatch({"check": "tampered", "trial": first + call}, tampered=(
+                    f"the bytes of output {output} (call {first + call}) differ from the checksum sent when the "
+                    "batch was reported computed"))
                 return False
-            shape, dtype, _ = reference.signature[output]
-            failure = compare_values(as_tensor(want, dtype), as_tensor(have, dtype), self.settings)
+            position += length
+        for output, (shape, dtype, _) in enumerate(reference.signature):
+            failure = _compare_output(output, dtype, ranges, expected, got, self.settings)
             if failure is not None:
-                element = dtype_of(dtype).itemsize
-                failure["examples"] = locate(failure.get("examples", []), start // element, shape)
-                self.outcome.mismatch = Mismatch({**failure, "trial": trial, "output_index": output})
+                call, start = failure.pop("at")
+                failure["examples"] = locate(failure.get("examples", []), start, shape)
+                self.outcome.mismatch = Mismatch({**failure, "trial": first + call, "output_index": output})
                 return False
-            self.outcome.verified_bytes += length
+        self.outcome.verified_bytes += len(got)
         self.outcome.verified_calls += len({call for call, *_ in ranges})
         return True
 
 
+def _compare_output(output: int, dtype: str, ranges: list, expected: bytes, got: bytes, settings) -> dict | None:
+    """Compare every stored range of one output position at once; on a mismatch, say which call
+    and which element of it (the examples' positions made relative to that range)."""
+    element = dtype_of(dtype).itemsize
+    spans, position = [], 0
+    for call, out, start, length in ranges:
+        if out == output:
+            spans.append((position, length, call, start))
+        position += length
+    if not spans:
+        return None
+    want = b"".join(expected[p:p + n] for p, n, _, _ in spans)
+    have = b"".join(got[p:p + n] for p, n, _, _ in spans)
+    failure = compare_values(as_tensor(want, dtype), as_tensor(have, dtype), settings)
+    if failure is None:
+        return None
+    first_bad = failure["examples"][0]["position"] if failure.get("examples") else 0
+    seen = 0
+    for _, length, call, start in spans:
+        count = length // element
+        if first_bad < seen + count:
+            for example in failure.get("examples", []):
+                example["position"] -= seen
+            failure["examples"] = [e for e in failure.get("examples", []) if 0 <= e["position"] < count]
+            failure["at"] = (call, start // element)
+            return failure
+        seen += count
+    failure["at"] = (spans[0][2], spans[0][3] // element)
+    return failure
+
+
 # --- helpers ----------------------------------------------------------------------------------------------
+
+def _diagnostic_times(reply: wire.Message) -> dict:
+    times = reply.header.get("times")
+    if not isinstance(times, dict):
+        return {}
+    return {str(k)[:40]: round(float(v), 4) for k, v in list(times.items())[:10]
+            if isinstance(v, (int, float)) and 0 <= v < 1e6}
+
 
 def _reference(step):
     try:
@@ -378,11 +449,13 @@ def _parse_computed(reply: wire.Message, window: float, calls: int, chunk: int, 
         raise wire.ProtocolError("malformed checksums")
     import numpy as np
     checksums = np.frombuffer(reply.blob, dtype="<i8").tolist()
-    forward = float(times[1]) if trusted and isinstance(times, list) and len(times) == 3 else 0.0
+    forward = float(times[1]) if isinstance(times, list) and len(times) == 3 and isinstance(times[1], (int, float)) else 0.0
     batch = Batch(window_s=window, signature=signature, forward_s=min(max(forward, 0.0), window), checksums=checksums,
                   invalid=h.get("invalid") if isinstance(h.get("invalid"), str) else None,
                   mismatch=h.get("mismatch") if isinstance(h.get("mismatch"), int) and 0 <= h["mismatch"] < calls else None,
                   input_bytes=int(h.get("input_bytes") or 0) if trusted else 0)
+    if not math.isfinite(batch.forward_s):
+        batch.forward_s = 0.0
     if trusted and (batch.invalid or batch.mismatch is not None):
         raise wire.ProtocolError("the reference's outputs are not plain tensors of one signature")
     return batch
@@ -442,9 +515,9 @@ def _choose(out_bytes: list[int], chunk: int, calls: int, budget: int) -> list[t
     return units
 
 
-def _store(child: Child, ranges: list, timeout: float) -> list[bytes] | str:
-    """The chosen ranges' bytes, written by the child into a memfd the parent seals before
-    reading. A string when the child kept a way to change them afterwards."""
+def _store(child: Child, ranges: list, timeout: float) -> bytes | str:
+    """The chosen ranges' bytes, one after the other, written by the child into a memfd the
+    parent seals before reading. A string when the child kept a way to change them afterwards."""
     total = sum(r[3] for r in ranges)
     fd = os.memfd_create("kturn-outputs", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
@@ -459,7 +532,7 @@ def _store(child: Child, ranges: list, timeout: float) -> list[bytes] | str:
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
         except OSError:
             return "the child kept its outputs mapped writable after storing them"
-        return [_read_exactly(fd, item[4], item[3]) for item in items]
+        return _read_exactly(fd, 0, total)
     finally:
         os.close(fd)
 

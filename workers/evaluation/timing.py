@@ -6,13 +6,15 @@ parent measures from sending the request to receiving the answer. Both children 
 identical procedure on the same seeds, so everything in the window but forward() itself —
 the message round trip, input generation, synchronisation, checksums — costs both the same.
 The reference child (trusted: it runs the problem's own code) reports how long its forward()
-calls took; the rest of its window is that shared overhead, and the candidate's per-call
-time is its own window minus the reference's overhead in the same batch, divided by R.
+calls took; the rest of its window is that shared overhead.
 
-Nothing the candidate's process says about time is used: it cannot stop the parent's clock
-early (its answer must carry checksums of outputs computed from inputs it only got with the
-request), and it cannot finish its work after the clock stops (the stored bytes must match
-those checksums).
+The candidate's process reports its forward() time too, measured by the same code, and that
+figure is used only as a refinement inside the parent's bound: it is never taken below the
+candidate's own window minus the reference's overhead (less a tolerance for the noise of
+two processes' overheads), nor above the window. A candidate that reports less than it spent
+gains at most that tolerance. It cannot stop the parent's clock early (its answer must carry
+checksums of outputs computed from inputs it only got with the request), nor finish its work
+after the clock stops (the stored bytes must match those checksums).
 """
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ from dataclasses import dataclass
 
 from .result import Timing
 
-# the candidate's time is never taken below this share of its own window (noise, not speed)
-FLOOR_SHARE = 0.05
+# how far below the parent's bound a candidate's own figure is still believed: a share of the
+# shared overhead, plus a constant (scheduling noise of two processes and the parent)
+TOLERANCE_SHARE = 0.25
+TOLERANCE_S = 1e-3
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class BatchTimes:
     reference_window_s: float
     reference_forward_s: float
     candidate_window_s: float
+    candidate_forward_s: float  # the candidate's own account: believed only within the bound
 
     @property
     def overhead_s(self) -> float:
@@ -40,9 +45,16 @@ class BatchTimes:
     def reference_ms(self) -> float:
         return self.reference_forward_s / self.calls * 1e3
 
-    def candidate_ms(self) -> float:
-        own = max(self.candidate_window_s - self.overhead_s, self.candidate_window_s * FLOOR_SHARE)
+    def candidate_bound_s(self, overhead_s: float) -> float:
+        """The least the candidate can have spent on its calls, on the parent's clock."""
+        return max(0.0, self.candidate_window_s - overhead_s - (TOLERANCE_SHARE * overhead_s + TOLERANCE_S))
+
+    def candidate_ms(self, overhead_s: float) -> float:
+        own = min(max(self.candidate_forward_s, self.candidate_bound_s(overhead_s)), self.candidate_window_s)
         return own / self.calls * 1e3
+
+    def clamped(self, overhead_s: float) -> bool:
+        return self.candidate_forward_s < self.candidate_bound_s(overhead_s)
 
 
 def calls_for(per_call_s: float, target_ms: float, max_calls: int, call_bytes: int, memory_mb: int) -> int:

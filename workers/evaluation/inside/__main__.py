@@ -37,6 +37,7 @@ def main() -> None:
         drop_privileges(args.uid, args.gid)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     faulthandler.enable()  # a segfault leaves a Python traceback on stderr
+    import torch  # noqa: F401  (seconds of start-up, spent while the parent is still starting the other child)
     channel = socket.socket(fileno=args.channel)
     try:
         if args.build:

@@ -34,6 +34,7 @@ class Child:
         self.problem: problem.Problem | None = None
         self.extensions = None
         self.flat: list[list] = []  # the last batch's outputs: per call, per output, uint8 bytes
+        self._synchronize = _nothing
 
     # --- replies --------------------------------------------------------------------------------
 
@@ -50,19 +51,27 @@ class Child:
 
     def setup(self, request: wire.Message) -> None:
         self.job = job = request.header
+        clock = _Stopwatch()
         torch = _setup_torch(job)
-        self._synchronize = torch.cuda.synchronize if job["device"] == "cuda" else _nothing
+        clock.lap("torch_import_s")
+        if job["device"] == "cuda":
+            torch.zeros(1, device="cuda")
+            self._synchronize = torch.cuda.synchronize
+            clock.lap("cuda_init_s")
         candidate = job["role"] == "candidate"
         self.problem = problem.load(job["problem_path"], keep_model=not candidate)
         init = problem.init_inputs(self.problem, job["init_seed"])
         model_class = self._solution_class() if candidate else self.problem.model_class
         if model_class is None:
             return
+        clock.lap("import_s")
         self.phase = "init"
         torch.manual_seed(job["init_seed"])  # Model and ModelNew draw their weights alike
         model = model_class(*init)
         self.model = model.to(job["device"]) if isinstance(model, torch.nn.Module) else model
-        self.reply(request, {"type": "ready"})
+        self._synchronize()
+        clock.lap("init_s")
+        self.reply(request, {"type": "ready", "times": clock.laps})
 
     def _solution_class(self):
         from .extensions import Extensions
@@ -182,8 +191,6 @@ def _setup_torch(job: dict):
     torch.set_grad_enabled(False)
     if job["device"] == "cpu":
         _prefer_heap_reuse()
-    else:
-        torch.cuda.set_device(0)
     return torch
 
 
@@ -202,6 +209,19 @@ def _prefer_heap_reuse() -> None:
 
 def _nothing() -> None:
     return None
+
+
+class _Stopwatch:
+    """Where a child's set-up time goes (diagnostics: a candidate's own account proves nothing)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 4)
+        self._last = now
 
 
 def _signature(value) -> list:

@@ -216,11 +216,23 @@ class Child:
         receiving it on the parent's clock. `serve(message)` answers requests the child makes
         meanwhile (build requests during set-up). Raises ChildFailed, ChildTimeout,
         wire.PeerClosed or wire.ProtocolError."""
-        deadline = time.monotonic() + timeout
+        return self.await_reply(self.send_request(header, fds), reply, timeout, serve)
+
+    def send_request(self, header: dict, fds: tuple[int, ...] = ()) -> tuple[int, float]:
+        """Send a request without waiting (await_reply takes what this returns)."""
         self._expect_silence()
         nonce = secrets.randbits(62)
-        wire.send(self.sock, {**header, "n": nonce}, fds=fds)
-        sent = time.perf_counter()
+        sent = time.perf_counter()  # before sending: the child may start before send() returns here
+        try:
+            wire.send(self.sock, {**header, "n": nonce}, fds=fds)
+        except OSError as error:  # the child is gone (or closed its end)
+            raise wire.PeerClosed(str(error)) from None
+        return nonce, sent
+
+    def await_reply(self, sent_request: tuple[int, float], reply: str, timeout: float,
+                    serve=None) -> tuple[wire.Message, float]:
+        nonce, sent = sent_request
+        deadline = time.monotonic() + timeout
         while True:
             message = self._receive(deadline)
             received = time.perf_counter()
@@ -253,7 +265,10 @@ class Child:
 
     def send(self, header: dict, fds: tuple[int, ...] = ()) -> None:
         """A reply to a request the child made (a build result)."""
-        wire.send(self.sock, header, fds=fds)
+        try:
+            wire.send(self.sock, header, fds=fds)
+        except OSError as error:
+            raise wire.PeerClosed(str(error)) from None
 
 
 def _reachable_by_others(paths: list[str]) -> bool:
