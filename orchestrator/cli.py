@@ -23,7 +23,8 @@ app.add_typer(db_app, name="db")
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True)
 
-DEMO_ANSWERS = Path(__file__).with_name("data") / "demo_answers.jsonl"
+DEMO_ANSWERS = {"cpu": Path(__file__).with_name("data") / "demo_answers.jsonl",
+                "cuda": Path(__file__).with_name("data") / "demo_answers_cuda.jsonl"}
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 
@@ -341,13 +342,21 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 
 
 @app.command()
-def demo() -> None:
-    """A real 3-turn run on the bundled CPU problems with recorded answers (no servers, no GPU)."""
+def demo(device: Annotated[Device, typer.Option(help="cuda: the same run with recorded CUDA answers, evaluated on the GPU.")] = Device.cpu) -> None:
+    """A real 3-turn run on the bundled problems with recorded answers (no servers; no GPU unless --device cuda)."""
     from orchestrator.run_config import RunConfig
 
-    config = RunConfig(generator="replay", replay_path=str(DEMO_ANSWERS), max_turns=3, early_stop_reward=None)
-    config.evaluation.update(backend="cpp", device="cpu")
+    if device is Device.cuda and not _cuda_available():
+        raise fail("--device cuda needs a CUDA GPU that torch can see (torch.cuda.is_available() is False)")
+    config = RunConfig(generator="replay", replay_path=str(DEMO_ANSWERS[device.value]), max_turns=3, early_stop_reward=None)
+    config.evaluation.update(backend="cpp" if device is Device.cpu else "cuda", device=device.value)
     start_and_follow(RunConfig.model_validate(config.model_dump()), load_problems([BUNDLED_DIR]), wait=True, json_output=False)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 # ---------------------------------------------------------------- the stage cores, standalone

@@ -68,3 +68,29 @@ def test_report_and_exports_work_on_the_embedded_demo(demo):
     with sqlite3.connect(tmp_path / ".kturn" / "kturn.sqlite") as connection:
         [(compile_rate,)] = connection.execute("SELECT compile_rate FROM run_summary WHERE run_id = 1").fetchall()
     assert compile_rate == report["overall"]["funnel"]["compiled"] == 4 / 6
+
+
+def test_the_cuda_demo_answers_are_what_the_gpu_demo_needs():
+    """`kturn demo --device cuda` replays these on a GPU host (scripts/gpu_check.sh runs it): a
+    degenerate answer, a CUDA compile error, an incorrect kernel and correct ones, each cleaned
+    to code written for CUDA."""
+    from workers.cleaning import clean_response
+    from workers.evaluation.static_checks import detect_backend
+
+    answers = [json.loads(line) for line in (ROOT / "orchestrator" / "data" / "demo_answers_cuda.jsonl").read_text().splitlines()]
+    cleaned = {(a["problem"], a["turn"]): clean_response(a["text"]) for a in answers}
+    assert set(cleaned) == {(p, k) for p in ("level1/1_ReLU", "level1/2_Scaled_Add") for k in range(3)}
+    assert cleaned[("level1/1_ReLU", 0)].degenerate and cleaned[("level1/1_ReLU", 0)].code is None
+    codes = {key: result.code for key, result in cleaned.items() if key != ("level1/1_ReLU", 0)}
+    assert all(code and detect_backend(code) == "cuda" for code in codes.values())
+    assert ": ZERO;" in codes[("level1/1_ReLU", 1)] and ": 0.0f;" in codes[("level1/1_ReLU", 2)]
+    assert "b.contiguous(), 1.0)" in codes[("level1/2_Scaled_Add", 0)]
+
+
+def test_the_cuda_demo_says_plainly_when_there_is_no_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU: scripts/gpu_check.sh runs the CUDA demo")
+    result = subprocess.run([KTURN, "demo", "--device", "cuda"], env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "needs a CUDA GPU" in result.stderr
