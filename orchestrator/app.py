@@ -14,6 +14,7 @@ import sys
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
+from orchestrator import gpu_pinning  # noqa: F401  (connects its signal: one GPU per pool process)
 from orchestrator.settings import get_settings
 from orchestrator.stages import STAGES
 

@@ -474,3 +474,13 @@ def test_workspaces_of_dead_owners_are_swept(tmp_path):
         os.utime(path, (time.time() - 3600, time.time() - 3600))
     sweep_orphans(str(tmp_path))
     assert not dead.exists() and alive.exists() and fresh.exists()
+
+
+def test_each_pool_process_of_a_multi_gpu_worker_gets_its_own_gpu(monkeypatch):
+    from orchestrator.gpu_pinning import available_gpus, gpu_for
+    monkeypatch.setenv("KTURN_GPUS", "0,1,2,3")
+    gpus = available_gpus()
+    assert [gpu_for(i, gpus) for i in range(5)] == ["0", "1", "2", "3", "0"]
+    monkeypatch.delenv("KTURN_GPUS")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert gpu_for(0, available_gpus()) is None, "one GPU: nothing to choose"

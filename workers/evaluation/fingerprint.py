@@ -58,7 +58,8 @@ def compiler_versions() -> dict:
 
 
 def _gpu_facts() -> dict:
-    smi = _run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", "0"])
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+    smi = _run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", visible])
     if smi:
         name, _, driver = smi.partition(",")
         return {"device_name": name.strip(), "driver_version": driver.strip()}
