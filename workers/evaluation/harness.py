@@ -81,7 +81,7 @@ def evaluate(reference_src: str, solution_src: str, settings: EvalSettings = Eva
     try:
         _evaluate(verdict, reference_src, solution_src, settings)
     except ReferenceFault as fault:
-        verdict.fail("reference_error", str(fault))
+        verdict.fail("reference_error", str(fault), reference_transient=fault.transient)
     except Exception as exc:  # a harness bug must not take the worker down either
         verdict.error_kind, verdict.error = "harness_error", text.clean(f"{type(exc).__name__}: {exc}", MAX_ERROR)
         verdict.details["traceback"] = traceback.format_exc()[-4000:]

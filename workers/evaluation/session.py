@@ -35,7 +35,13 @@ PROBLEM, SOLUTION = "/job/problem.py", "/job/solution.py"
 
 
 class ReferenceFault(Exception):
-    """The reference program failed: never the candidate's fault."""
+    """The reference program failed: never the candidate's fault. `transient` when running it
+    again may succeed (it ran out of time, or its process died without saying why); an error it
+    raised itself, or memory it needs beyond the cap, will happen again."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class CandidateFault(Exception):
@@ -172,17 +178,22 @@ class Session:
             cand = Child(Spec("candidate", self.settings, ws.root,
                               files={**files, SOLUTION: ws.write("solution.py", self.solution_src)}))
             builder = Builder(self.settings, self.solution_src, self.toolchain, ws.root)
+            fault = None
             try:
                 with self._timed("start_s"):
                     for child in (ref, cand):
                         child.start()
                 self.outcome.facts = cand.facts
                 self._converse(ref, cand, builder)
+            except ReferenceFault as error:
+                fault = error
             finally:
                 self.outcome.builds = builder.records
                 with self._timed("close_s"):
                     self.outcome.reference_exit = ref.close()
                     self.outcome.candidate_exit = cand.close()
+        if fault is not None:
+            raise out_of_memory(fault, self.outcome.reference_exit, self.settings)
         return self.outcome
 
     def _converse(self, ref: Child, cand: Child, builder: Builder) -> None:
@@ -299,32 +310,10 @@ class Session:
                 chunk = _chunk_size(out_bytes, calls)
 
     def _make(self, ref: Child, seeds: list[int]) -> Handover:
-        """The CPU path: the reference generates the batch's inputs into a memfd, which the parent
-        seals before any child maps it."""
-        reply, _ = _reference(lambda: ref.request({"type": "make", "seeds": seeds}, "made", self.settings.run_timeout_s))
-        handover = Handover(fd=reply.fds[0] if reply.fds else -1, template=reply.header.get("template"),
-                            call_bytes=reply.header.get("call_bytes"), input_bytes=reply.header.get("input_bytes"))
-        wire.close_all(reply.fds[1:])
-        try:
-            handover.check(len(seeds))
-        except (OSError, ValueError) as error:
-            if handover.fd >= 0:
-                os.close(handover.fd)
-            raise ReferenceFault(f"the reference child handed over unusable inputs: {error}") from None
-        return handover
+        return make_inputs(ref, seeds, self.settings.run_timeout_s)
 
     def _go(self, child: Child, seeds: list[int], chunk: int, handover: "Handover | None", trusted: bool) -> Batch:
-        request = {"type": "go", "calls": len(seeds), "chunk_bytes": chunk}
-        if handover is None:
-            request["seeds"] = seeds
-        else:
-            request.update(template=handover.template, call_bytes=handover.call_bytes)
-        reply, window = child.request(request, "computed", self.settings.run_timeout_s,
-                                      fds=(handover.fd,) if handover else ())
-        batch = _parse_computed(reply, window, len(seeds), chunk, trusted)
-        if handover is not None and trusted:
-            batch.input_bytes = handover.input_bytes
-        return batch
+        return go(child, seeds, chunk, handover, trusted, self.settings.run_timeout_s)
 
     def _candidate(self, phase: str, step):
         try:
@@ -418,6 +407,46 @@ def _compare_output(output: int, dtype: str, ranges: list, expected: bytes, got:
     return failure
 
 
+def out_of_memory(fault: ReferenceFault, exit_: Exit | None, settings: EvalSettings) -> ReferenceFault:
+    """A reference killed at the memory cap will be killed there again: not worth a retry."""
+    if exit_ is not None and exit_.oom_killed:
+        return ReferenceFault(f"the reference program needs more memory than the cap of {settings.memory_limit_mb} MB "
+                              "(memory_limit_mb)", transient=False)
+    return fault
+
+
+# --- one batch ------------------------------------------------------------------------------------------
+
+def make_inputs(ref: Child, seeds: list[int], timeout: float) -> Handover:
+    """The CPU path: the reference generates a batch's inputs into a memfd, which the parent seals
+    before any child maps it."""
+    reply, _ = _reference(lambda: ref.request({"type": "make", "seeds": seeds}, "made", timeout))
+    handover = Handover(fd=reply.fds[0] if reply.fds else -1, template=reply.header.get("template"),
+                        call_bytes=reply.header.get("call_bytes"), input_bytes=reply.header.get("input_bytes"))
+    wire.close_all(reply.fds[1:])
+    try:
+        handover.check(len(seeds))
+    except (OSError, ValueError) as error:
+        if handover.fd >= 0:
+            os.close(handover.fd)
+        raise ReferenceFault(f"the reference child handed over unusable inputs: {error}") from None
+    return handover
+
+
+def go(child: Child, seeds: list[int], chunk: int, handover: Handover | None, trusted: bool, timeout: float) -> Batch:
+    """One batch: the request that starts it (its inputs with it), the child's answer, its window."""
+    request = {"type": "go", "calls": len(seeds), "chunk_bytes": chunk}
+    if handover is None:
+        request["seeds"] = seeds
+    else:
+        request.update(template=handover.template, call_bytes=handover.call_bytes)
+    reply, window = child.request(request, "computed", timeout, fds=(handover.fd,) if handover else ())
+    batch = _parse_computed(reply, window, len(seeds), chunk, trusted)
+    if handover is not None and trusted:
+        batch.input_bytes = handover.input_bytes
+    return batch
+
+
 # --- helpers ----------------------------------------------------------------------------------------------
 
 def _diagnostic_times(reply: wire.Message) -> dict:
@@ -435,9 +464,9 @@ def _reference(step):
         h = error.header
         raise ReferenceFault(f"the reference program failed: {h.get('message', '')}\n{h.get('traceback', '')}".strip()) from None
     except ChildTimeout:
-        raise ReferenceFault("the reference program did not answer within its time limit") from None
+        raise ReferenceFault("the reference program did not answer within its time limit", transient=True) from None
     except wire.ProtocolError as error:
-        raise ReferenceFault(f"the reference child broke off: {error}") from None
+        raise ReferenceFault(f"the reference child broke off: {error}", transient=True) from None
 
 
 def _parse_computed(reply: wire.Message, window: float, calls: int, chunk: int, trusted: bool) -> Batch:

@@ -43,6 +43,9 @@ def evaluate_turn(context: TurnContext) -> Outcome:
     config = context.config
     settings = config.evaluation_settings()
     result = evaluate(context.problem.source, context.code, settings)
+    if result.error_kind == "reference_error" and not result.details.get("reference_transient"):
+        # the problem itself cannot run here: never scored, never blamed on the model, not retried
+        return Outcome(failure=f"reference_error: {result.error}")
     if result.error_kind in NOT_THE_MODELS_FAULT:
         raise StageRetry(f"{result.error_kind}: {result.error}")
     if result.baseline is not None:

@@ -6,7 +6,7 @@ class Model(nn.Module):
     """Small matrix multiply with a learned right-hand side (weights seeded identically)."""
 
     def __init__(self, k, n):
-        super().__init__()
+        super(Model, self).__init__()  # KernelBench's spelling: Model must stay defined
         self.weight = nn.Parameter(torch.randn(k, n))
 
     def forward(self, a):

@@ -6,7 +6,7 @@ class Model(nn.Module):
     """Elementwise ReLU."""
 
     def __init__(self):
-        super().__init__()
+        super(Model, self).__init__()  # KernelBench's spelling: Model must stay defined
 
     def forward(self, x):
         return torch.relu(x)

@@ -22,8 +22,9 @@ def load(path: str, keep_model: bool) -> Problem:
     missing = [n for n in ("get_inputs", "get_init_inputs", "Model") if n not in namespace]
     if missing:
         raise ValueError(f"the reference program does not define {', '.join(missing)}")
-    model = namespace.pop("Model")
-    return Problem(namespace["get_inputs"], namespace["get_init_inputs"], model if keep_model else None)
+    if not keep_model:  # the candidate's process gets the input generators only
+        del namespace["Model"]
+    return Problem(namespace["get_inputs"], namespace["get_init_inputs"], namespace.get("Model"))
 
 
 def generate(problem: Problem, seed: int, device: str) -> list:

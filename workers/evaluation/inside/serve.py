@@ -43,9 +43,9 @@ class Child:
 
     def report_error(self, kind: str, exc: BaseException | None, message: str = "") -> None:
         text = message or "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        own_code = self.job.get("solution_path") or self.job.get("problem_path", "")
         wire.send(self.channel, {"type": "error", "phase": self.phase, "kind": kind, "message": text[:MAX_TEXT],
-                                 "traceback": _traceback(exc, self.job.get("solution_path", "")),
-                                 "oom": _is_oom(exc)})
+                                 "traceback": _traceback(exc, own_code), "oom": _is_oom(exc)})
 
     # --- set-up ------------------------------------------------------------------------------------
 
@@ -256,13 +256,14 @@ def _is_oom(exc: BaseException | None) -> bool:
 HARNESS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _traceback(exc: BaseException | None, solution_path: str) -> str:
-    """Frames inside the solution (and the innermost frame outside the harness), path shortened."""
+def _traceback(exc: BaseException | None, own_code: str) -> str:
+    """Frames inside the child's own program (the solution, or the reference's problem file) and
+    the innermost frame outside the harness, with the path shortened to the file's name."""
     if exc is None:
         return ""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(HARNESS_DIR)]
-    keep = [f for f in frames if solution_path and f.filename == solution_path]
+    keep = [f for f in frames if own_code and f.filename == own_code]
     if frames and (not keep or keep[-1] is not frames[-1]):
         keep.append(frames[-1])
     text = "".join(traceback.format_list(keep) + traceback.format_exception_only(type(exc), exc))
-    return (text.replace(solution_path, "solution.py") if solution_path else text)[-MAX_TEXT:]
+    return (text.replace(own_code, os.path.basename(own_code)) if own_code else text)[-MAX_TEXT:]
