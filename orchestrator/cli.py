@@ -399,7 +399,7 @@ def eval_command(
 ) -> None:
     """Evaluate one solution against its reference in the sandbox. Exit 0 whenever a verdict was produced."""
     from orchestrator.feedback import evaluation_feedback
-    from orchestrator.problems import ProblemError, load_file
+    from orchestrator.problems import load_file
     from orchestrator.rewards import RewardWeights, verdict_reward
     from workers.evaluation import EvalSettings, evaluate
 

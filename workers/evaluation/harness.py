@@ -21,7 +21,7 @@ from .fingerprint import device_fingerprint, toolchain
 from .flags import FlagSet
 from .result import EvalResult, Timing
 from .sandbox.child import ChildFailed, ChildTimeout, signal_name
-from .session import CandidateFault, PassOutcome, ReferenceFault, Session
+from .session import PassOutcome, ReferenceFault, Session
 from .settings import EvalSettings
 
 MAX_ERROR = 2000

@@ -5,12 +5,13 @@ limits, or it says plainly why not; its forward() time and the peak memory of it
 back for the run's limits and for the record."""
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import asdict, dataclass
 
 from . import text
 from .sandbox.child import Child, Spec
-from .session import PROBLEM, ReferenceFault, Workspace, _reference, go, make_inputs, out_of_memory
+from .session import PROBLEM, ReferenceFault, Workspace, go, make_inputs, out_of_memory, output_bytes, reference_step
 from .settings import EvalSettings
 
 FIRST_CHUNK = 1 << 30
@@ -39,22 +40,21 @@ def preflight(reference_src: str, settings: EvalSettings) -> ProblemCheck:
             child.start()
             job = {"type": "job", "role": "reference", "device": settings.device, "cpu_threads": settings.cpu_threads,
                    "init_seed": secrets.randbits(31), "problem_path": child.path_for(PROBLEM)}
-            _, setup_s = _reference(lambda: child.request(job, "ready", settings.compile_timeout_s))
+            _, setup_s = reference_step(lambda: child.request(job, "ready", settings.compile_timeout_s))
             seeds = [secrets.randbits(62)]
             handover = make_inputs(child, seeds, settings.run_timeout_s) if settings.device == "cpu" else None
             batch = go(child, seeds, FIRST_CHUNK, handover, True, settings.run_timeout_s)
             if handover is not None:
-                __import__("os").close(handover.fd)
+                os.close(handover.fd)
         except ReferenceFault as fault:
             exit_ = child.close()
             fault = out_of_memory(fault, exit_, settings)
             return ProblemCheck(ok=False, error=text.clean(str(fault), 2000), transient=fault.transient,
                                 peak_memory_mb=_mb(exit_.peak_bytes))
         exit_ = child.close()
-    from .session import _output_bytes
     return ProblemCheck(ok=True, forward_ms=round(batch.forward_s * 1e3, 4), setup_s=round(setup_s, 3),
                         peak_memory_mb=_mb(exit_.peak_bytes), input_mb=_mb(batch.input_bytes),
-                        output_mb=_mb(sum(_output_bytes(batch.signature))))
+                        output_mb=_mb(sum(output_bytes(batch.signature))))
 
 
 def _mb(nbytes: int | None) -> float | None:

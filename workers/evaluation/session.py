@@ -231,11 +231,11 @@ class Session:
     def _setup(self, ref: Child, cand: Child, builder: Builder) -> None:
         """Both children set up at once; the candidate's build requests are served as they come."""
         limit = self.settings.compile_timeout_s
-        ref_job = _reference(lambda: ref.send_request(self._job(ref, "reference")))
+        ref_job = reference_step(lambda: ref.send_request(self._job(ref, "reference")))
         cand_job = self._candidate("setup", lambda: cand.send_request(self._job(cand, "candidate")))
         if cand_job is None:
             return
-        ready, seconds = _reference(lambda: ref.await_reply(ref_job, "ready", limit))
+        ready, seconds = reference_step(lambda: ref.await_reply(ref_job, "ready", limit))
         self.outcome.walls["reference_setup_s"] = round(seconds, 4)
         self.outcome.walls["reference_child"] = _diagnostic_times(ready)
         try:
@@ -283,8 +283,8 @@ class Session:
                 candidate_first = chunk is not None and index % 2 == 1
                 candidate = self._candidate("run", lambda: self._go(cand, seeds, chunk, handover, trusted=False)) \
                     if candidate_first else None
-                reference = _reference(lambda: self._go(ref, seeds, chunk or FIRST_CHUNK, handover, trusted=True))
-                out_bytes = _output_bytes(reference.signature)
+                reference = reference_step(lambda: self._go(ref, seeds, chunk or FIRST_CHUNK, handover, trusted=True))
+                out_bytes = output_bytes(reference.signature)
                 chunk = chunk or _chunk_size(out_bytes, calls)
                 if not candidate_first:
                     candidate = self._candidate("run", lambda: self._go(cand, seeds, chunk, handover, trusted=False))
@@ -345,7 +345,7 @@ class Session:
         """Store randomly chosen ranges from both children; check the candidate's checksums and
         compare its values with the reference's, an output position at a time."""
         ranges = _choose(out_bytes, chunk, calls, self.settings.verify_mb_per_batch << 20)
-        expected = _reference(lambda: _store(ref, ranges, self.settings.run_timeout_s))
+        expected = reference_step(lambda: _store(ref, ranges, self.settings.run_timeout_s))
         if isinstance(expected, str):
             raise ReferenceFault(f"the reference child misbehaved: {expected}")
         got = self._candidate("run", lambda: _store(cand, ranges, self.settings.run_timeout_s))
@@ -420,7 +420,7 @@ def out_of_memory(fault: ReferenceFault, exit_: Exit | None, settings: EvalSetti
 def make_inputs(ref: Child, seeds: list[int], timeout: float) -> Handover:
     """The CPU path: the reference generates a batch's inputs into a memfd, which the parent seals
     before any child maps it."""
-    reply, _ = _reference(lambda: ref.request({"type": "make", "seeds": seeds}, "made", timeout))
+    reply, _ = reference_step(lambda: ref.request({"type": "make", "seeds": seeds}, "made", timeout))
     handover = Handover(fd=reply.fds[0] if reply.fds else -1, template=reply.header.get("template"),
                         call_bytes=reply.header.get("call_bytes"), input_bytes=reply.header.get("input_bytes"))
     wire.close_all(reply.fds[1:])
@@ -457,7 +457,8 @@ def _diagnostic_times(reply: wire.Message) -> dict:
             if isinstance(v, (int, float)) and 0 <= v < 1e6}
 
 
-def _reference(step):
+def reference_step(step):
+    """Run a step of the reference's conversation; its failures become ReferenceFault."""
     try:
         return step()
     except ChildFailed as error:
@@ -502,7 +503,7 @@ def _valid_signature(item) -> bool:
     return isinstance(item[2], str) and len(item[2]) < 16
 
 
-def _output_bytes(signature: list) -> list[int]:
+def output_bytes(signature: list) -> list[int]:
     return [math.prod(shape) * dtype_of(dtype).itemsize for shape, dtype, _ in signature]
 
 
