@@ -161,6 +161,14 @@ def rows(engine, sql: str, **params) -> list[dict]:
         return [dict(r._mapping) for r in connection.execute(text(sql), params)]
 
 
+def turns_of(engine, run_id: int) -> list[dict]:
+    """A run's turns with their problem and trajectory, in problem, sample, turn order."""
+    return rows(engine, """
+        SELECT p.name AS problem, tr.sample_index, tr.status AS trajectory_status, tr."return" AS trajectory_return, t.*
+        FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id JOIN problems p ON p.id = tr.problem_id
+        WHERE tr.run_id = :run ORDER BY p.name, tr.sample_index, t.turn_index""", run=run_id)
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from orchestrator.problems import BUNDLED_DIR
-from tests.cluster import http_json, rows, run_args, started, wait_for
+from tests.cluster import http_json, rows, run_args, started, turns_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +34,6 @@ SCRIPT = {
 def cluster(tmp_path_factory, postgres_url, redis_url):
     with started(tmp_path_factory.mktemp("cluster"), postgres_url, redis_url, SCRIPT) as cluster:
         yield cluster
-
-
-def turns_of(engine, run_id: int) -> list[dict]:
-    return rows(engine, """
-        SELECT p.name AS problem, tr.sample_index, tr.status AS trajectory_status, tr."return" AS trajectory_return, t.*
-        FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id JOIN problems p ON p.id = tr.problem_id
-        WHERE tr.run_id = :run ORDER BY p.name, tr.sample_index, t.turn_index""", run=run_id)
 
 
 @pytest.fixture(scope="module")
