@@ -137,11 +137,12 @@ class Cluster:
 
 
 @contextmanager
-def started(workdir: Path, database_url: str, redis_url: str, script: dict) -> Iterator[Cluster]:
-    """The SGLang double with `script`, the schema, and one worker per queue; all stopped at the end."""
+def started(workdir: Path, database_url: str, redis_url: str, script: dict, *double_args: str) -> Iterator[Cluster]:
+    """The SGLang double with `script` (and `double_args`, e.g. "--weight-version", "step-7"), the
+    schema, and one worker per queue; all stopped at the end."""
     cluster = Cluster(workdir, database_url, redis_url)
     try:
-        cluster.start_double(script)
+        cluster.start_double(script, *double_args)
         cluster.kturn("db", "upgrade")
         for queue in ("generate", "clean", "evaluate"):
             cluster.start_worker(queue)
