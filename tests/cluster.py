@@ -102,6 +102,21 @@ class Cluster:
         wait_for(lambda: _answers(url + "/healthcheck"), 60, "Flower")
         return url
 
+    @contextmanager
+    def stopped(self, queue: str) -> Iterator[None]:
+        """No worker takes `queue` inside the block (its messages wait in Redis); one is started again after."""
+        for name in [n for n in self.processes if n.startswith(f"{queue}-")]:
+            self.kill(name, signal.SIGTERM)
+        try:
+            yield
+        finally:
+            self.start_worker(queue)
+
+    def purge(self, queue: str) -> None:
+        """Drop the messages waiting in `queue`, as a wiped Redis would (`celery purge`)."""
+        subprocess.run([sys.executable, "-m", "celery", "-A", "orchestrator.app", "purge", "-f", "-Q", queue], cwd=ROOT, env=self.env,
+                       check=True, capture_output=True, timeout=60)
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(name)
         try:
