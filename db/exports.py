@@ -1,7 +1,7 @@
 """What exports read: a run's trajectories, then their turns in chunks, as plain records.
 
-Turns come out as dicts of every column `turns` has, so columns added later (token ids, logprobs)
-reach the exporters without a change here.
+Turns come out as dicts of every column `turns` has (columns added later reach the exporters without
+a change here), with the turn's `turn_tokens` row under "tokens" (None when the run recorded none).
 """
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, JSON, Boolean, DateTime, Float, Integer, LargeBinary, String, Text, bindparam, select, text
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, LargeBinary, String, Text, bindparam, select, text
 from sqlalchemy.orm import Session
 
-from db.models import Problem, Trajectory, Turn
+from db.models import Problem, Trajectory, Turn, TurnTokens
+from db.token_arrays import TokenArray
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,10 @@ def with_turns(session: Session, heads: list[TrajectoryRecord], chunk: int = 200
         part = heads[start : start + chunk]
         turns: dict[int, list[dict[str, Any]]] = {head.trajectory_id: [] for head in part}
         metrics = _metrics_by_turn(session, list(turns))
-        for turn in session.scalars(select(Turn).where(Turn.trajectory_id.in_(list(turns))).order_by(Turn.trajectory_id, Turn.turn_index)):
-            turns[turn.trajectory_id].append({**turn_dict(turn), "metrics": metrics[turn.id]})
+        query = (select(Turn, TurnTokens).outerjoin(TurnTokens, TurnTokens.turn_id == Turn.id)
+                 .where(Turn.trajectory_id.in_(list(turns))).order_by(Turn.trajectory_id, Turn.turn_index))
+        for turn, tokens in session.execute(query):
+            turns[turn.trajectory_id].append({**turn_dict(turn), "tokens": tokens_dict(tokens), "metrics": metrics[turn.id]})
         for head in part:
             yield TrajectoryRecord(**{**head.__dict__, "turns": turns[head.trajectory_id]})
         session.expunge_all()  # a chunk's rows are not needed once written
@@ -64,6 +67,14 @@ def turn_dict(turn: Turn) -> dict[str, Any]:
     return {attribute.key: getattr(turn, attribute.key) for attribute in Turn.__mapper__.column_attrs}
 
 
+# The columns of `turn_tokens` a turn's "tokens" carries (its key and timestamp add nothing to the turn's).
+TOKEN_COLUMNS = ("prompt_ids", "output_ids", "output_logprobs", "weight_version")
+
+
+def tokens_dict(tokens: TurnTokens | None) -> dict[str, Any] | None:
+    return None if tokens is None else {name: getattr(tokens, name) for name in TOKEN_COLUMNS}
+
+
 def _record(trajectory: Trajectory, problem: Problem) -> TrajectoryRecord:
     return TrajectoryRecord(
         trajectory_id=trajectory.id, run_id=trajectory.run_id, problem=problem.name, level=problem.level, problem_source=problem.source,
@@ -76,13 +87,18 @@ _KINDS = ((Boolean, "bool"), (Integer, "int"), (Float, "float"), (DateTime, "dat
 
 
 def turn_column_kinds() -> dict[str, str]:
-    """Attribute name → kind ("bool", "int", "float", "datetime", "json", "bytes", "text", "int_list", "float_list")."""
+    """Attribute name → kind ("bool", "int", "float", "datetime", "json", "bytes", "text")."""
     return {attribute.key: _kind(attribute.columns[0].type) for attribute in Turn.__mapper__.column_attrs}
 
 
+def token_column_kinds() -> dict[str, str]:
+    """TOKEN_COLUMNS → kind: "int_list" and "float_list" (32-bit values) for the arrays, "text" otherwise."""
+    return {name: _kind(TurnTokens.__table__.columns[name].type) for name in TOKEN_COLUMNS}
+
+
 def _kind(column_type) -> str:
-    if isinstance(column_type, ARRAY):
-        return "int_list" if isinstance(column_type.item_type, Integer) else "float_list"
+    if isinstance(column_type, TokenArray):
+        return "int_list" if column_type.typecode == "i" else "float_list"
     for sql_type, kind in _KINDS:
         if isinstance(column_type, sql_type):
             return kind

@@ -462,14 +462,17 @@ def reclean(run_id: Annotated[int, typer.Argument(metavar="RUN")], dry_run: Anno
 
 def run_report(url: str, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The run's report and the `turn_metrics` rows it was built from."""
+    from dataclasses import asdict
+
     from db import reports as report_queries
     from db.session import session_scope
     from orchestrator.report import build_report
+    from orchestrator.served_by import served_by
 
     found = existing_run(url, run_id)
     with session_scope(url) as session:
         rows = report_queries.turn_metrics(session, run_id)
-    return build_report({"id": run_id, "status": found.status, "model": found.config.get("model")}, rows), rows
+    return build_report({"id": run_id, "status": found.status, "served_by": asdict(served_by(found.config))}, rows), rows
 
 
 @app.command()
@@ -552,7 +555,9 @@ def export(
 
     from db.session import session_scope
     from orchestrator.exports import DEFAULT_OUT, ExportRequest, export_run, read_jsonl
+    from orchestrator.exports.fields import TOKEN_STATUS
     from orchestrator.exports.push import PushError, push as push_items
+    from orchestrator.served_by import served_by
 
     if push and export_format is not ExportFormat.buffer:
         raise fail("--push sends rollout-buffer items: use it with --format buffer")
@@ -561,7 +566,8 @@ def export(
         raise fail(f"{target.parent} is not a directory")
     url = database_url()
     found = existing_run(url, run_id)
-    request = ExportRequest(run_id=run_id, format=export_format.value, out=target, model=found.config.get("model"), answer=answer.value, turns=turns.value, all_groups=all_groups)
+    request = ExportRequest(run_id=run_id, format=export_format.value, out=target, served=served_by(found.config), answer=answer.value, turns=turns.value,
+                            all_groups=all_groups)
     try:
         with session_scope(url) as session:
             result = export_run(session, request)
@@ -579,8 +585,10 @@ def export(
     console.print(f"{result.items} {export_format.value} item(s) from {result.trajectories} trajectories written to {target}" + (f"; {summary['pushed']} pushed to {push}" if push else ""))
     for problem, statuses in result.skipped_groups.items():
         errors.print(f"skipped {problem}: not every sample completed ({', '.join(f'{k} {v}' for k, v in statuses.items())}); --all-groups exports the completed ones", highlight=False, soft_wrap=True)
-    if export_format is ExportFormat.samples and result.missing_token_columns:
-        errors.print(f"the turns store no {', '.join(result.missing_token_columns)}: tokens are empty and rollout_log_probs null, so a trainer must re-tokenise prompt and response", highlight=False, soft_wrap=True)
+    without = {status: n for status, n in result.token_ids.items() if status != "complete"}
+    if without:
+        errors.print(f"{sum(without.values())} of {result.items} samples have no token ids (tokens empty, loss_mask and rollout_log_probs null: "
+                     f"a trainer must re-tokenise): " + "; ".join(f"{n}: {TOKEN_STATUS[status]}" for status, n in without.items()), highlight=False, soft_wrap=True)
 
 
 

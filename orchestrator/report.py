@@ -18,14 +18,15 @@ PROGRESS = ("improved", "held", "regressed")
 
 
 def build_report(run: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """`run`: id, status, model; `rows`: the run's `turn_metrics` rows."""
+    """`run`: id, status, served_by (model, model_path, weight_version, urls); `rows`: the run's
+    `turn_metrics` rows."""
     by_turn: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_turn.setdefault(row["turn_index"], []).append(row)
     return {
         "run": run["id"],
         "status": run["status"],
-        "model": run.get("model"),
+        "served_by": run["served_by"],
         "overall": group_metrics(rows),
         "turns": [{"turn": index, **group_metrics(turn_rows)} for index, turn_rows in sorted(by_turn.items())],
         "trajectories": trajectory_metrics(rows),
@@ -91,7 +92,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         {"turn": t, **{f"{side}_{label}": _turn(report, t)["funnel"].get(label) if _turn(report, t) else None for side, report in (("a", a), ("b", b)) for label in ("compiled", "correct")}}
         for t in sorted({row["turn"] for row in a["turns"]} | {row["turn"] for row in b["turns"]})
     ]
-    return {"a": a["run"], "b": b["run"], "metrics": rows, "per_turn": per_turn}
+    return {"a": a["run"], "b": b["run"], "served_by": {"a": a["served_by"], "b": b["served_by"]}, "metrics": rows, "per_turn": per_turn}
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -8,6 +8,7 @@ from rich.console import Group
 from rich.table import Table
 
 from orchestrator.report import FINISH_KINDS, FUNNEL_LABELS, PROGRESS
+from orchestrator.served_by import served_line
 
 
 def _pct(value: float | None) -> str:
@@ -41,7 +42,7 @@ COLUMNS: list[tuple[str, Any]] = [
 
 
 def report_tables(report: dict[str, Any]) -> Group:
-    metrics = Table(title=f"run {report['run']} · {report['status']} · {report.get('model') or ''}".rstrip(" ·"))
+    metrics = Table(title=f"run {report['run']} · {report['status']}", caption=served_line(report["served_by"]))
     metrics.add_column("turn")
     for header, _ in COLUMNS:
         metrics.add_column(header, justify="right")
@@ -69,7 +70,9 @@ def report_tables(report: dict[str, Any]) -> Group:
 
 
 def compare_table(comparison: dict[str, Any]) -> Group:
-    table = Table(title=f"run {comparison['a']} vs run {comparison['b']}")
+    served = comparison["served_by"]
+    table = Table(title=f"run {comparison['a']} vs run {comparison['b']}",
+                  caption=f"run {comparison['a']}: {served_line(served['a'])}\nrun {comparison['b']}: {served_line(served['b'])}")
     for header in ("metric", f"run {comparison['a']}", f"run {comparison['b']}", "Δ"):
         table.add_column(header, justify="left" if header == "metric" else "right")
     for row in comparison["metrics"]:

@@ -37,6 +37,14 @@ def _evaluation_defaults() -> dict[str, Any]:
     return asdict(EvalSettings())
 
 
+def server_urls(config: dict[str, Any]) -> list[str]:
+    """The model servers of a run's config, stored or not: `urls`, or the one `url` of runs stored
+    before several servers were possible."""
+    if config.get("urls"):
+        return list(config["urls"])
+    return [config["url"]] if config.get("url") else []
+
+
 class PromptBudget(BaseModel):
     # Qwen3-8B has 32,768 tokens of context; with 8,192 reserved for the answer, ~24k tokens remain
     # for the prompt. Code runs at roughly 3 characters a token.
@@ -67,12 +75,9 @@ class RunConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _legacy_url(cls, data: Any) -> Any:
-        """Runs stored before several servers were possible have one `url`."""
         if isinstance(data, dict) and "url" in data:
-            data = dict(data)
-            url = data.pop("url")
-            if url and not data.get("urls"):
-                data["urls"] = [url]
+            data = {**data, "urls": server_urls(data)}
+            del data["url"]
         return data
 
     @model_validator(mode="after")

@@ -102,6 +102,21 @@ class Cluster:
         wait_for(lambda: _answers(url + "/healthcheck"), 60, "Flower")
         return url
 
+    @contextmanager
+    def stopped(self, queue: str) -> Iterator[None]:
+        """No worker takes `queue` inside the block (its messages wait in Redis); one is started again after."""
+        for name in [n for n in self.processes if n.startswith(f"{queue}-")]:
+            self.kill(name, signal.SIGTERM)
+        try:
+            yield
+        finally:
+            self.start_worker(queue)
+
+    def purge(self, queue: str) -> None:
+        """Drop the messages waiting in `queue`, as a wiped Redis would (`celery purge`)."""
+        subprocess.run([sys.executable, "-m", "celery", "-A", "orchestrator.app", "purge", "-f", "-Q", queue], cwd=ROOT, env=self.env,
+                       check=True, capture_output=True, timeout=60)
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(name)
         try:
@@ -137,11 +152,12 @@ class Cluster:
 
 
 @contextmanager
-def started(workdir: Path, database_url: str, redis_url: str, script: dict) -> Iterator[Cluster]:
-    """The SGLang double with `script`, the schema, and one worker per queue; all stopped at the end."""
+def started(workdir: Path, database_url: str, redis_url: str, script: dict, *double_args: str) -> Iterator[Cluster]:
+    """The SGLang double with `script` (and `double_args`, e.g. "--weight-version", "step-7"), the
+    schema, and one worker per queue; all stopped at the end."""
     cluster = Cluster(workdir, database_url, redis_url)
     try:
-        cluster.start_double(script)
+        cluster.start_double(script, *double_args)
         cluster.kturn("db", "upgrade")
         for queue in ("generate", "clean", "evaluate"):
             cluster.start_worker(queue)
@@ -159,6 +175,14 @@ def run_args(cluster: Cluster, samples: int, turns: int, *extra: str) -> list[st
 def rows(engine, sql: str, **params) -> list[dict]:
     with engine.connect() as connection:
         return [dict(r._mapping) for r in connection.execute(text(sql), params)]
+
+
+def turns_of(engine, run_id: int) -> list[dict]:
+    """A run's turns with their problem and trajectory, in problem, sample, turn order."""
+    return rows(engine, """
+        SELECT p.name AS problem, tr.sample_index, tr.status AS trajectory_status, tr."return" AS trajectory_return, t.*
+        FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id JOIN problems p ON p.id = tr.problem_id
+        WHERE tr.run_id = :run ORDER BY p.name, tr.sample_index, t.turn_index""", run=run_id)
 
 
 def _answers(url: str) -> bool:

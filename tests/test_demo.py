@@ -57,7 +57,17 @@ def test_report_and_exports_work_on_the_embedded_demo(demo):
     turn0, turn1, turn2 = report["turns"]
     assert turn0["degenerate_rate"] == 0.5 and turn0["finish"] == {"length": 1, "end_of_turn": 1}
     assert [t["funnel"]["correct"] for t in report["turns"]] == [0.0, 0.5, 1.0]
-    assert turn1["progress"] == {"improved": 1, "held": 1, "regressed": 0} and turn2["progress"]["improved"] == 2
+    assert turn1["progress"] == {"improved": 1, "held": 1, "regressed": 0}
+    # Turn 2: ReLU goes from a compile error to correct. The scaled add was correct at turn 1 already:
+    # whether its turn 2 earns more depends on this machine's timings (both may reach the speedup cap).
+    with sqlite3.connect(tmp_path / ".kturn" / "kturn.sqlite") as connection:
+        [(add_1, add_2)] = connection.execute("""
+            SELECT MAX(CASE WHEN t.turn_index = 1 THEN t.reward END), MAX(CASE WHEN t.turn_index = 2 THEN t.reward END)
+            FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id JOIN problems p ON p.id = tr.problem_id WHERE p.name = '2_Scaled_Add'""").fetchall()
+    add_progress = "improved" if add_2 > add_1 + 1e-9 else "regressed" if add_2 < add_1 - 1e-9 else "held"
+    expected = {"improved": 1, "held": 0, "regressed": 0}  # ReLU
+    expected[add_progress] += 1
+    assert turn2["progress"] == expected
     assert report["trajectories"]["first_to_last"] == {"improved": 2, "held": 0, "regressed": 0}
     shown = subprocess.run([KTURN, "report", "1", "--plot", "demo.png"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and "funnel" not in shown.stderr and (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"

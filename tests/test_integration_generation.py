@@ -8,8 +8,7 @@ import json
 import pytest
 
 from orchestrator.problems import BUNDLED_DIR
-from tests.cluster import Cluster, http_json, wait_for
-from tests.test_integration_pipeline import db, rows, turns_of  # noqa: F401 (db is a fixture)
+from tests.cluster import Cluster, http_json, rows, turns_of, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,8 @@
-"""Seeing, querying and exporting a run that really went through the Celery workers: `kturn report`
-(tables, JSON, the PNG), the SQL views, `kturn compare`, every `kturn export` format read back by
-json/pyarrow, the push to a buffer server, Flower behind basic auth, and kturn's own counters."""
+"""Seeing, querying and exporting a run that really went through the Celery workers, recording its
+tokens (input_ids from a real tokenizer, output ids and logprobs): `kturn report` (tables, JSON, the
+PNG), the SQL views, `kturn compare`, every `kturn export` format read back by json/pyarrow and checked
+against the tables (`turn_tokens` included), the push to a buffer server, Flower behind basic auth,
+and kturn's own counters."""
 from __future__ import annotations
 
 import base64
@@ -17,9 +19,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import text
+from tokenizers import Tokenizer
 
 from orchestrator.problems import BUNDLED_DIR
 from tests.cluster import free_port, rows, run_args, started, wait_for
+from tests.tiny_tokenizer import write_tokenizer
+from workers.generation.chat_template import render_chatml
 
 pytestmark = pytest.mark.integration
 
@@ -41,28 +46,39 @@ SCRIPT = {
 SLIME_SAMPLE_FIELDS = {"group_index", "index", "rollout_id", "prompt", "tokens", "response", "response_length", "label", "reward",
                        "loss_mask", "rollout_log_probs", "status", "metadata"}
 BUFFER_FIELDS = {"uid", "instance_id", "messages", "reward", "extra_info"}
+WEIGHTS = "step-7"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, postgres_url, redis_url):
-    with started(tmp_path_factory.mktemp("observe"), postgres_url, redis_url, SCRIPT) as cluster:
+def tokenizer(tmp_path_factory):
+    """A real byte-level BPE tokenizer.json, shared by the worker (input_ids) and the double (decoding them)."""
+    corpus = [path.read_text() for path in sorted(BUNDLED_DIR.rglob("*.py"))] + list(SCRIPT)
+    return write_tokenizer(tmp_path_factory.mktemp("tokenizer") / "tokenizer.json", corpus)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, postgres_url, redis_url, tokenizer):
+    with started(tmp_path_factory.mktemp("observe"), postgres_url, redis_url, SCRIPT, "--tokenizer", str(tokenizer), "--weight-version", WEIGHTS) as cluster:
         yield cluster
 
 
 @pytest.fixture(scope="module")
-def run_id(cluster):
-    return cluster.kturn_json(*run_args(cluster, samples=2, turns=2), "--wait", timeout=900)["run"]
+def run_id(cluster, tokenizer):
+    return cluster.kturn_json(*run_args(cluster, 2, 2, "--record-tokens", "--tokenizer", str(tokenizer)), "--wait", timeout=900)["run"]
 
 
 @pytest.fixture(scope="module")
 def stored(run_id, db):
-    """The run's turns straight from the tables, keyed by (problem, sample, turn)."""
+    """The run's turns straight from the tables, keyed by (problem, sample, turn), each with its
+    `turn_tokens` row under "tokens"."""
     turns = rows(db, """
         SELECT p.name AS problem, p.level, p.source, tr.sample_index, tr."return" AS trajectory_return, tr.id AS trajectory, t.*
         FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id JOIN problems p ON p.id = tr.problem_id
         WHERE tr.run_id = :run ORDER BY p.name, tr.sample_index, t.turn_index""", run=run_id)
-    assert {t["state"] for t in turns} == {"done"} and len(turns) == 8
-    return {(t["problem"], t["sample_index"], t["turn_index"]): t for t in turns}
+    tokens = {row["turn_id"]: row for row in rows(db, "SELECT * FROM turn_tokens WHERE turn_id IN (SELECT id FROM turns WHERE trajectory_id IN "
+                                                      "(SELECT id FROM trajectories WHERE run_id = :run))", run=run_id)}
+    assert {t["state"] for t in turns} == {"done"} and len(turns) == 8 and set(tokens) == {t["id"] for t in turns}
+    return {(t["problem"], t["sample_index"], t["turn_index"]): {**t, "tokens": tokens[t["id"]]} for t in turns}
 
 
 def relu_samples(stored) -> tuple[int, int]:
@@ -79,7 +95,7 @@ def report(cluster, run_id):
     return cluster.kturn_json("report", str(run_id))
 
 
-def test_report_counts_what_the_run_did(report, stored):
+def test_report_counts_what_the_run_did(cluster, report, stored):
     looped, first_correct = relu_samples(stored)
     turn0, turn1 = report["turns"]
     assert turn0["turn"] == 0 and turn0["turns"] == 4 and turn0["evaluated"] == 4
@@ -90,7 +106,10 @@ def test_report_counts_what_the_run_did(report, stored):
     assert turn1["progress"] == {"improved": 3, "held": 0, "regressed": 1}
     assert report["trajectories"]["first_to_last"] == {"improved": 3, "held": 0, "regressed": 1}
     assert report["trajectories"]["count"] == 4 and report["trajectories"]["solved"] == 4
-    assert turn1["finish"].get("stop_string") == 2 and report["overall"]["finish"]["end_of_turn"] == 6
+    looped_turn = stored[("1_ReLU", looped, 0)]  # aborted while it streamed
+    assert looped_turn["finish_reason"]["type"] == "loop" and looped_turn["loop_onset"] is not None
+    assert turn0["finish"] == {"loop_abort": 1, "end_of_turn": 3} and turn1["finish"] == {"end_of_turn": 2, "stop_string": 2}
+    assert report["served_by"] == {"model": "Qwen/Qwen3-8B", "model_path": "Qwen/Qwen3-8B", "weight_version": WEIGHTS, "urls": [cluster.double_url]}
     assert turn0["repetition_warnings"]["turns"] == 1
     lengths = [len(t["raw_response"]) for t in stored.values()]
     assert report["overall"]["answer_chars"]["max"] == max(lengths) and report["overall"]["answer_chars"]["count"] == 8
@@ -109,6 +128,7 @@ def test_report_table_and_plot(cluster, run_id, tmp_path):
     figure = tmp_path / "run.png"
     shown = cluster.kturn("report", str(run_id), "--plot", str(figure)).stdout
     assert "fast_1" in shown and "how answers ended" in shown and "improved 3, held 0, regressed 1" in shown
+    assert f"Qwen/Qwen3-8B · weights {WEIGHTS} · {cluster.double_url}" in shown
     header = figure.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", header[16:24])
@@ -152,7 +172,7 @@ def readme_query(readme: str, title: str) -> str:
     return after[: after.index("```")].replace("run_id = 1", "run_id = :run")
 
 
-def test_compare_puts_two_runs_side_by_side(cluster, run_id, report):
+def test_compare_puts_two_runs_side_by_side(cluster, run_id, report, tmp_path):
     other = cluster.kturn_json(*run_args(cluster, 1, 1, "--id", "2"), "--wait", timeout=600)["run"]
     comparison = cluster.kturn_json("compare", str(run_id), str(other))
     metrics = {m["metric"]: m for m in comparison["metrics"]}
@@ -163,7 +183,12 @@ def test_compare_puts_two_runs_side_by_side(cluster, run_id, report):
     assert correct["delta"] == pytest.approx(correct["b"] - correct["a"])
     assert [row["turn"] for row in comparison["per_turn"]] == [0, 1]
     assert comparison["per_turn"][1]["b_correct"] is None
+    assert comparison["served_by"]["a"] == comparison["served_by"]["b"] == report["served_by"]
     assert f"run {run_id} vs run {other}" in cluster.kturn("compare", str(run_id), str(other)).stdout
+    unrecorded = cluster.kturn("export", str(other), "--format", "samples", "--out", str(tmp_path / "other.jsonl"))
+    assert "1 of 1 samples have no token ids" in unrecorded.stderr and "--record-tokens" in unrecorded.stderr
+    [sample] = [json.loads(line) for line in (tmp_path / "other.jsonl").read_text().splitlines()]
+    assert sample["tokens"] == [] and sample["rollout_log_probs"] is None and sample["metadata"]["token_ids"] == "not_recorded"
 
 
 # ---------------------------------------------------------------- kturn export
@@ -224,15 +249,17 @@ def test_buffer_items_are_written_and_pushed(cluster, run_id, stored, tmp_path):
         assert [m["role"] for m in item["messages"]] == ["system", "user", "assistant", "user", "assistant"]
         assert info["finish_reason"] == last["finish_reason"] and info["num_turns"] == 2
         assert info["turn_rewards"] == [stored[(info["problem_name"], info["sample_index"], k)]["reward"] for k in (0, 1)]
-        assert info["final_correct"] == last["correct"] and info["model"] == "Qwen/Qwen3-8B"
+        assert info["final_correct"] == last["correct"] and info["model"] == info["model_path"] == "Qwen/Qwen3-8B"
+        assert info["turn_weight_versions"] == [WEIGHTS, WEIGHTS]
 
 
-def test_slime_samples_one_per_turn(cluster, run_id, stored, tmp_path):
+def test_slime_samples_carry_the_recorded_tokens(cluster, run_id, stored, tokenizer, tmp_path):
     out = tmp_path / "samples.jsonl"
     result = cluster.kturn("export", str(run_id), "--format", "samples", "--out", str(out))
-    assert "output_token_ids" in result.stderr and "re-tokenise" in result.stderr  # says what is missing
+    assert "no token ids" not in result.stderr
     samples = [json.loads(line) for line in out.read_text().splitlines()]
     assert [s["index"] for s in samples] == list(range(8))
+    decode = Tokenizer.from_file(str(tokenizer)).decode
     for sample in samples:
         assert set(sample) == SLIME_SAMPLE_FIELDS
         meta = sample["metadata"]
@@ -240,10 +267,19 @@ def test_slime_samples_one_per_turn(cluster, run_id, stored, tmp_path):
         assert sample["group_index"] == (0 if meta["problem_name"] == "1_ReLU" else 1) and sample["rollout_id"] == run_id
         assert sample["prompt"] == turn["prompt_messages"] and sample["response"] == turn["cleaned_response"]
         assert sample["label"] == turn["source"] and sample["reward"] == pytest.approx(turn["return"])
-        assert sample["response_length"] == turn["completion_tokens"] > 0
-        assert sample["tokens"] == [] and sample["loss_mask"] is None and sample["rollout_log_probs"] is None
-        assert sample["status"] == "completed" and meta["turn_reward"] == turn["reward"] and meta["turn_id"] == turn["id"]
-        assert meta["missing_token_columns"] == ["prompt_token_ids", "output_token_ids", "output_logprobs"]
+        tokens = turn["tokens"]
+        prompt_ids, output_ids = tokens["prompt_ids"], tokens["output_ids"]
+        assert len(output_ids) == len(tokens["output_logprobs"]) == turn["completion_tokens"] > 0
+        assert sample["tokens"] == prompt_ids + output_ids and sample["response_length"] == len(output_ids)
+        assert sample["loss_mask"] == [1] * len(output_ids) and sample["rollout_log_probs"] == tokens["output_logprobs"]
+        assert all(logprob <= 0 for logprob in sample["rollout_log_probs"])
+        # the prompt ids are those of the exact prompt sent for this turn
+        assert decode(sample["tokens"][: -sample["response_length"]], skip_special_tokens=False) == render_chatml(turn["prompt_messages"], False)
+        looped = turn["finish_reason"]["type"] == "loop"
+        assert sample["status"] == ("truncated" if looped else "completed") and meta["turn_reward"] == turn["reward"] and meta["turn_id"] == turn["id"]
+        assert meta["token_ids"] == "complete" and meta["weight_version"] == tokens["weight_version"] == WEIGHTS and meta["server"] == cluster.double_url
+        assert meta["model"] == meta["model_path"] == "Qwen/Qwen3-8B"
+    assert sum(s["status"] == "truncated" for s in samples) == 1
 
 
 def test_sft_takes_the_chosen_turns(cluster, run_id, stored, tmp_path):
@@ -268,6 +304,7 @@ def test_parquet_holds_every_turn_typed(cluster, run_id, stored, tmp_path):
     types = {field.name: str(field.type) for field in table.schema}
     assert types["reward"] == "double" and types["compiled"] == "bool" and types["turn_index"] == "int64"
     assert types["created_at"] == "timestamp[us, tz=UTC]" and types["prompt_messages"] == "string" and types["fast_1"] == "int8"
+    assert (types["output_ids"], types["output_logprobs"]) == ("list<element: int32>", "list<element: float>")
     for row in table.to_pylist():
         turn = stored[(row["problem"], row["sample_index"], row["turn_index"])]
         assert row["id"] == turn["id"] and row["reward"] == turn["reward"] and row["speedup"] == turn["speedup"]
@@ -275,6 +312,9 @@ def test_parquet_holds_every_turn_typed(cluster, run_id, stored, tmp_path):
         assert json.loads(row["prompt_messages"]) == turn["prompt_messages"] and json.loads(row["finish_reason"]) == turn["finish_reason"]
         assert row["trajectory_return"] == turn["trajectory_return"] and row["instance_id"] == f"level1/{turn['problem']}"
         assert row["created_at"] == turn["created_at"]
+        tokens = turn["tokens"]
+        assert (row["prompt_ids"], row["output_ids"], row["weight_version"]) == (tokens["prompt_ids"], tokens["output_ids"], WEIGHTS)
+        assert row["output_logprobs"] == pytest.approx(tokens["output_logprobs"], rel=1e-6)  # float4 in, float32 out
 
 
 def test_tritonforge_logs_layout(cluster, run_id, stored, tmp_path):
@@ -299,13 +339,16 @@ def test_tritonforge_logs_layout(cluster, run_id, stored, tmp_path):
         turn = stored[(data["extra_info"]["problem_name"], data["extra_info"]["sample_index"], log["turn_idx"])]
         assert path.name.startswith(f"turn_level1_{turn['problem']}_t{log['turn_idx']}_")
         assert data["response"] == turn["raw_response"] and data["prompt"] == turn["prompt_messages"] and data["reward"] == turn["reward"]
+        assert data["extra_info"]["weight_version"] == WEIGHTS and data["extra_info"]["model"] == "Qwen/Qwen3-8B"
     again = cluster.kturn_json("export", str(run_id), "--format", "tritonforge", "--out", str(out))
     assert again["items"] == 12 and len(list(out.iterdir())) == 12  # exporting again rewrites, never duplicates
 
 
 def test_incomplete_groups_are_left_out(cluster, db, tmp_path):
+    # A server that passes the checks before the run, then refuses every prompt (400): both samples fail.
+    refusing = cluster.start_double({"a key no prompt holds": ["-"]}, name="refusing_double")
     args = run_args(cluster, 2, 1, "--id", "2")
-    args[args.index("--url") + 1] = "http://127.0.0.1:9"  # nothing listens: both samples fail
+    args[args.index("--url") + 1] = refusing
     failed = cluster.kturn_json(*args, "--wait", timeout=300)["run"]
     out = tmp_path / "none.jsonl"
     result = cluster.kturn("export", str(failed), "--format", "buffer", "--out", str(out))

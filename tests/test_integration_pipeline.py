@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from orchestrator.problems import BUNDLED_DIR
-from tests.cluster import http_json, rows, run_args, started, wait_for
+from tests.cluster import http_json, rows, run_args, started, turns_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +34,6 @@ SCRIPT = {
 def cluster(tmp_path_factory, postgres_url, redis_url):
     with started(tmp_path_factory.mktemp("cluster"), postgres_url, redis_url, SCRIPT) as cluster:
         yield cluster
-
-
-def turns_of(engine, run_id: int) -> list[dict]:
-    return rows(engine, """
-        SELECT p.name AS problem, tr.sample_index, tr.status AS trajectory_status, tr."return" AS trajectory_return, t.*
-        FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id JOIN problems p ON p.id = tr.problem_id
-        WHERE tr.run_id = :run ORDER BY p.name, tr.sample_index, t.turn_index""", run=run_id)
 
 
 @pytest.fixture(scope="module")
@@ -161,13 +154,10 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(cluster, db):
     assert next(t for t in turns if t["id"] == killed_turn)["attempts"] >= 4  # generate, clean, and evaluate twice
 
 
-def test_lost_messages_are_recovered_by_reconcile(cluster, db, redis_url):
-    # Enqueue into a Redis db no worker listens on: to the workers, every message is lost.
-    elsewhere = redis_url.rsplit("/", 1)[0] + "/14"
-    run_id = cluster.kturn_json(*run_args(cluster, 1, 1, "--id", "2"), env={"REDIS_URL": elsewhere})["run"]
-    import redis
-
-    redis.Redis.from_url(elsewhere).flushdb()
+def test_lost_messages_are_recovered_by_reconcile(cluster, db):
+    with cluster.stopped("generate"):  # the message is lost before any worker takes it
+        run_id = cluster.kturn_json(*run_args(cluster, 1, 1, "--id", "2"))["run"]
+        cluster.purge("generate")
     time.sleep(1)
     assert rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id)[0]["status"] == "running"
     report = cluster.kturn_json("reconcile", "--older-than", "0")
@@ -197,13 +187,10 @@ def test_reclean_reapplies_the_cleaner_without_touching_raw_answers(finished_run
     assert after["raw_response"] == target["raw_response"]
 
 
-def test_cancel_ends_open_turns_and_reconcile_leaves_them(cluster, db, redis_url):
-    elsewhere = redis_url.rsplit("/", 1)[0] + "/14"  # no worker listens: the turns stay pending
-    run_id = cluster.kturn_json(*run_args(cluster, 2, 3), env={"REDIS_URL": elsewhere})["run"]
-    import redis
-
-    redis.Redis.from_url(elsewhere).flushdb()
-    assert "cancelled (4 open turn(s))" in cluster.kturn("cancel", str(run_id)).stdout
+def test_cancel_ends_open_turns_and_reconcile_leaves_them(cluster, db):
+    with cluster.stopped("generate"):  # the turns stay pending; their messages, delivered later, find nothing to claim
+        run_id = cluster.kturn_json(*run_args(cluster, 2, 3))["run"]
+        assert "cancelled (4 open turn(s))" in cluster.kturn("cancel", str(run_id)).stdout
     turns = turns_of(db, run_id)
     assert {t["state"] for t in turns} == {"cancelled"} and {t["trajectory_status"] for t in turns} == {"cancelled"}
     assert rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id) == [{"status": "cancelled"}]

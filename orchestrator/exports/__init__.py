@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 from db import exports as export_queries
 from db.exports import TrajectoryRecord
 from orchestrator.exports import parquet, sft, slime
-from orchestrator.exports.fields import missing_token_columns
 from orchestrator.exports.selection import select_trajectories
 from orchestrator.exports.tritonforge import LogDirectory
+from orchestrator.served_by import ServedBy
 
 FORMATS = ("buffer", "samples", "sft", "parquet", "tritonforge")
 DEFAULT_OUT = {"buffer": "run{run}-buffer.jsonl", "samples": "run{run}-samples.jsonl", "sft": "run{run}-sft.jsonl",
@@ -36,7 +36,7 @@ class ExportRequest:
     run_id: int
     format: str
     out: Path
-    model: str | None = None
+    served: ServedBy = field(default_factory=ServedBy)
     answer: str = "cleaned"
     turns: str = "correct"  # which turns the sft format takes
     all_groups: bool = False
@@ -50,45 +50,48 @@ class ExportResult:
     trajectories: int = 0
     skipped_groups: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped_trajectories: int = 0
-    missing_token_columns: list[str] = field(default_factory=list)
+    token_ids: dict[str, int] = field(default_factory=dict)  # samples: how many have token ids ("complete"), and why not
 
 
 def export_run(session: Session, request: ExportRequest) -> ExportResult:
     selection = select_trajectories(export_queries.trajectory_heads(session, request.run_id), request.all_groups)
-    kinds = export_queries.turn_column_kinds()
     result = ExportResult(
         format=request.format, path=str(request.out), trajectories=len(selection.trajectories), skipped_groups=selection.skipped_groups,
-        skipped_trajectories=selection.skipped_trajectories, missing_token_columns=missing_token_columns(set(kinds)),
+        skipped_trajectories=selection.skipped_trajectories,
     )
     trajectories = export_queries.with_turns(session, selection.trajectories)
     if request.format == "parquet":
-        result.items = _atomically(request.out, lambda path: parquet.write(trajectories, path, kinds))
+        kinds = export_queries.turn_column_kinds(), export_queries.token_column_kinds()
+        result.items = _atomically(request.out, lambda path: parquet.write(trajectories, path, *kinds))
     elif request.format == "tritonforge":
-        directory = LogDirectory(request.out)
+        directory = LogDirectory(request.out, request.served)
         for trajectory in trajectories:
             directory.write(trajectory, request.answer)
         result.items = len(directory.written)
     else:
-        items = _jsonl_items(request, trajectories, result.missing_token_columns)
+        items = _jsonl_items(request, trajectories, result.token_ids)
         result.items = _atomically(request.out, lambda path: _write_jsonl(items, path))
     return result
 
 
-def _jsonl_items(request: ExportRequest, trajectories: Iterator[TrajectoryRecord], missing: list[str]) -> Iterator[dict[str, Any]]:
+def _jsonl_items(request: ExportRequest, trajectories: Iterator[TrajectoryRecord], token_counts: dict[str, int]) -> Iterator[dict[str, Any]]:
     if request.format == "buffer":
-        return (slime.buffer_item(t, request.answer, request.model) for t in trajectories)
+        return (slime.buffer_item(t, request.answer, request.served) for t in trajectories)
     if request.format == "sft":
-        return (line for t in trajectories for line in sft.sft_lines(t, request.turns, request.answer))
-    return _samples(trajectories, request, missing)
+        return (line for t in trajectories for line in sft.sft_lines(t, request.turns, request.answer, request.served))
+    return _samples(trajectories, request, token_counts)
 
 
-def _samples(trajectories: Iterator[TrajectoryRecord], request: ExportRequest, missing: list[str]) -> Iterator[dict[str, Any]]:
+def _samples(trajectories: Iterator[TrajectoryRecord], request: ExportRequest, token_counts: dict[str, int]) -> Iterator[dict[str, Any]]:
+    """The Sample dicts, counting in `token_counts` how many carry token ids and why the others do not."""
     groups: dict[str, int] = {}
     index = 0
     for trajectory in trajectories:
         group = groups.setdefault(trajectory.problem, len(groups))
-        for sample in slime.sample_dicts(trajectory, group, index, request.answer, request.model, missing):
+        for sample in slime.sample_dicts(trajectory, group, index, request.answer, request.served):
             index += 1
+            status = sample["metadata"]["token_ids"]
+            token_counts[status] = token_counts.get(status, 0) + 1
             yield sample
 
 

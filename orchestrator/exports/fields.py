@@ -1,18 +1,21 @@
 """How kturn's stored trajectories map onto the fields trainers know: instance ids, the conversation
-with the answer, slime's status, token ids where the turns store them. Pure."""
+with the answer, slime's status, what served each turn, and the token ids of turns that recorded
+them (`turn_tokens`). Pure."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from db.exports import TrajectoryRecord
 from orchestrator.problems import problem_key
+from orchestrator.served_by import ServedBy
 
-# The token-level columns of `turns` (issue 11). Exports use them where the schema has them and say
-# which are missing otherwise; `token_fields` is the one place that reads them.
-TOKEN_COLUMNS = ("prompt_token_ids", "output_token_ids", "output_logprobs")
 ANSWERS = ("cleaned", "raw")
-SLIME_STATUS = {"length": "truncated", "abort": "aborted", "loop_abort": "aborted"}
+# slime's statuses by the view's finish_kind. A loop abort is "truncated", not "aborted": slime takes
+# an aborted sample for an interrupted one (re-queued for partial rollout, never trained on), while
+# kturn evaluated and rewarded the loop-aborted answer, and training on it is what teaches not to loop.
+SLIME_STATUS = {"length": "truncated", "loop_abort": "truncated", "abort": "aborted"}
 _NUMBERED_NAME = re.compile(r"^(\d+)_")
 
 
@@ -20,8 +23,9 @@ def instance_id(trajectory: TrajectoryRecord) -> str:
     return problem_key(trajectory.problem, trajectory.level)
 
 
-def extra_info(trajectory: TrajectoryRecord) -> dict[str, Any]:
-    """The fields slime's kernel JSONL carries in `extra_info`, plus where the row came from."""
+def extra_info(trajectory: TrajectoryRecord, served: ServedBy) -> dict[str, Any]:
+    """The fields slime's kernel JSONL carries in `extra_info`, plus where the row came from and the
+    model that wrote it."""
     numbered = _NUMBERED_NAME.match(trajectory.problem)
     return {
         "instance_id": instance_id(trajectory),
@@ -31,7 +35,17 @@ def extra_info(trajectory: TrajectoryRecord) -> dict[str, Any]:
         "run_id": trajectory.run_id,
         "trajectory_id": trajectory.trajectory_id,
         "sample_index": trajectory.sample_index,
+        "model": served.model,
+        "model_path": served.model_path,
     }
+
+
+def turn_origin(turn: dict[str, Any]) -> dict[str, Any]:
+    """Which weights answered the turn, on which server, as the generate stage stored them for every
+    turn (`turn_tokens.weight_version` holds the same): weights change during asynchronous RL, and a
+    trainer corrects for the turns of older ones."""
+    meta = turn["generation_meta"] or {}
+    return {"weight_version": meta.get("weight_version"), "server": meta.get("server")}
 
 
 def answer(turn: dict[str, Any], which: str) -> str:
@@ -53,14 +67,34 @@ def slime_status(turn: dict[str, Any]) -> str:
     return SLIME_STATUS.get(turn["metrics"]["finish_kind"], "completed")
 
 
-def missing_token_columns(turn_columns: set[str]) -> list[str]:
-    return [name for name in TOKEN_COLUMNS if name not in turn_columns]
+# Why a turn's Sample has no token ids (metadata.token_ids), or "complete".
+TOKEN_STATUS = {
+    "complete": "prompt and output ids recorded",
+    "not_recorded": "the run did not record tokens (kturn run --record-tokens)",
+    "no_prompt_ids": "the server tokenized the prompt (kturn run --tokenizer MODEL sends input_ids)",
+    "no_output_ids": "the backend returned no token ids (the OpenAI-compatible API, or replay)",
+}
 
 
-def token_fields(turn: dict[str, Any]) -> tuple[list[int] | None, list[int] | None, list[float] | None]:
-    """(prompt token ids, output token ids, output logprobs), each None where not stored."""
-    return tuple(_as_list(turn.get(name)) for name in TOKEN_COLUMNS)
+@dataclass(frozen=True)
+class TurnTokenIds:
+    """A turn's token ids as a trainer takes them: the whole sequence (prompt then output) and one
+    loss-mask entry and one logprob per output token, or none of them."""
+
+    status: str  # a key of TOKEN_STATUS
+    tokens: list[int]
+    response_length: int
+    loss_mask: list[int] | None
+    log_probs: list[float] | None
 
 
-def _as_list(value) -> list | None:
-    return None if value is None else list(value)
+def token_ids(turn: dict[str, Any]) -> TurnTokenIds:
+    stored = turn["tokens"]
+    if stored is None:
+        return TurnTokenIds("not_recorded", [], turn["completion_tokens"] or 0, None, None)
+    prompt_ids, output_ids = stored["prompt_ids"], stored["output_ids"]
+    if output_ids is None:
+        return TurnTokenIds("no_output_ids", [], turn["completion_tokens"] or 0, None, None)
+    if prompt_ids is None:
+        return TurnTokenIds("no_prompt_ids", [], len(output_ids), None, None)
+    return TurnTokenIds("complete", [*prompt_ids, *output_ids], len(output_ids), [1] * len(output_ids), stored["output_logprobs"])

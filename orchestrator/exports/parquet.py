@@ -1,5 +1,6 @@
 """One Parquet row per turn, for analysis (pyarrow): the trajectory's fields, every column of `turns`
-typed as stored (JSON columns as JSON text, since their shape varies by row), and the view's flags."""
+typed as stored (JSON columns as JSON text, since their shape varies by row), the turn's `turn_tokens`
+columns (32-bit lists; null where the run recorded no tokens), and the view's flags."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from orchestrator.exports.fields import instance_id
 
 ARROW_TYPES = {
     "bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "text": pa.string(), "json": pa.string(), "bytes": pa.binary(),
-    "datetime": pa.timestamp("us", tz="UTC"), "int_list": pa.list_(pa.int64()), "float_list": pa.list_(pa.float64()),
+    "datetime": pa.timestamp("us", tz="UTC"), "int_list": pa.list_(pa.int32()), "float_list": pa.list_(pa.float32()),
 }
 TRAJECTORY_FIELDS = [
     ("run_id", pa.int64()), ("instance_id", pa.string()), ("problem", pa.string()), ("level", pa.int64()), ("sample_index", pa.int64()),
@@ -24,13 +25,14 @@ TRAJECTORY_FIELDS = [
 METRIC_TYPES = {"finish_kind": pa.string(), "answer_chars": pa.int64(), "progress": pa.string()}  # the rest are 0/1 flags
 
 
-def schema(turn_kinds: dict[str, str]) -> pa.Schema:
+def schema(turn_kinds: dict[str, str], token_kinds: dict[str, str]) -> pa.Schema:
     turn_fields = [(name, ARROW_TYPES[kind]) for name, kind in turn_kinds.items()]
+    token_fields = [(name, ARROW_TYPES[kind]) for name, kind in token_kinds.items()]
     metric_fields = [(name, METRIC_TYPES.get(name, pa.int8())) for name in METRIC_COLUMNS if name not in turn_kinds]
-    return pa.schema(TRAJECTORY_FIELDS + turn_fields + metric_fields)
+    return pa.schema(TRAJECTORY_FIELDS + turn_fields + token_fields + metric_fields)
 
 
-def rows(trajectory: TrajectoryRecord, turn_kinds: dict[str, str]) -> list[dict[str, Any]]:
+def rows(trajectory: TrajectoryRecord, turn_kinds: dict[str, str], token_kinds: dict[str, str]) -> list[dict[str, Any]]:
     head = {
         "run_id": trajectory.run_id, "instance_id": instance_id(trajectory), "problem": trajectory.problem, "level": trajectory.level,
         "sample_index": trajectory.sample_index, "trajectory_status": trajectory.status, "trajectory_return": trajectory.return_,
@@ -38,19 +40,20 @@ def rows(trajectory: TrajectoryRecord, turn_kinds: dict[str, str]) -> list[dict[
     out = []
     for turn in trajectory.turns:
         columns = {name: _cell(turn[name], kind) for name, kind in turn_kinds.items()}
+        tokens = {name: (turn["tokens"] or {}).get(name) for name in token_kinds}
         metrics = {name: value for name, value in turn["metrics"].items() if name not in turn_kinds}
-        out.append({**head, **columns, **metrics})
+        out.append({**head, **columns, **tokens, **metrics})
     return out
 
 
-def write(trajectories: Iterable[TrajectoryRecord], path: Path, turn_kinds: dict[str, str], chunk: int = 500) -> int:
+def write(trajectories: Iterable[TrajectoryRecord], path: Path, turn_kinds: dict[str, str], token_kinds: dict[str, str], chunk: int = 500) -> int:
     """Write the turns of `trajectories`; returns how many rows were written."""
-    table_schema = schema(turn_kinds)
+    table_schema = schema(turn_kinds, token_kinds)
     written = 0
     pending: list[dict[str, Any]] = []
     with pq.ParquetWriter(path, table_schema) as writer:
         for trajectory in trajectories:
-            pending += rows(trajectory, turn_kinds)
+            pending += rows(trajectory, turn_kinds, token_kinds)
             if len(pending) >= chunk:
                 writer.write_table(pa.Table.from_pylist(pending, schema=table_schema))
                 written += len(pending)

@@ -4,7 +4,8 @@
   ending with the last answer, rewarded with the trajectory's discounted return (as TritonForge's
   multi-turn generator sends them).
 - `Sample` dicts (`Sample.from_dict`): one per turn, prompt = the messages sent for that turn,
-  reward = the discounted return from that turn; token ids and logprobs where the turns store them.
+  reward = the discounted return from that turn; `tokens` = the prompt ids sent + the output ids,
+  `loss_mask` and `rollout_log_probs` one per output token, where the turn recorded them.
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from db.exports import TrajectoryRecord
-from orchestrator.exports.fields import answer, conversation, extra_info, instance_id, slime_status, token_fields
+from orchestrator.exports.fields import answer, conversation, extra_info, instance_id, slime_status, token_ids, turn_origin
+from orchestrator.served_by import ServedBy
 
 
-def buffer_item(trajectory: TrajectoryRecord, which_answer: str, model: str | None) -> dict[str, Any]:
+def buffer_item(trajectory: TrajectoryRecord, which_answer: str, served: ServedBy) -> dict[str, Any]:
     turns = trajectory.turns
     last = turns[-1]
     return {
@@ -24,12 +26,12 @@ def buffer_item(trajectory: TrajectoryRecord, which_answer: str, model: str | No
         "messages": conversation(last, which_answer),
         "reward": trajectory.return_,
         "extra_info": {
-            **extra_info(trajectory),
+            **extra_info(trajectory, served),
             "finish_reason": last["finish_reason"],
-            "model": model,
             "num_turns": len(turns),
             "turn_rewards": [t["reward"] for t in turns],
             "turn_returns": [t["return_"] for t in turns],
+            "turn_weight_versions": [turn_origin(t)["weight_version"] for t in turns],
             "final_compiled": last["compiled"],
             "final_correct": last["correct"],
             "final_speedup": last["speedup"],
@@ -37,25 +39,26 @@ def buffer_item(trajectory: TrajectoryRecord, which_answer: str, model: str | No
     }
 
 
-def sample_dicts(trajectory: TrajectoryRecord, group_index: int, first_index: int, which_answer: str, model: str | None, missing: list[str]) -> Iterator[dict[str, Any]]:
+def sample_dicts(trajectory: TrajectoryRecord, group_index: int, first_index: int, which_answer: str, served: ServedBy) -> Iterator[dict[str, Any]]:
     """One `Sample` dict per turn; `first_index` numbers them across the export."""
     for offset, turn in enumerate(trajectory.turns):
-        prompt_ids, output_ids, logprobs = token_fields(turn)
+        ids = token_ids(turn)
         yield {
             "group_index": group_index,
             "index": first_index + offset,
             "rollout_id": trajectory.run_id,
             "prompt": turn["prompt_messages"],
-            "tokens": prompt_ids + output_ids if prompt_ids is not None and output_ids is not None else [],
+            "tokens": ids.tokens,
             "response": answer(turn, which_answer),
-            "response_length": len(output_ids) if output_ids is not None else turn["completion_tokens"] or 0,
+            "response_length": ids.response_length,
             "label": trajectory.problem_source,
             "reward": turn["return_"],
-            "loss_mask": [1] * len(output_ids) if output_ids is not None else None,
-            "rollout_log_probs": logprobs,
+            "loss_mask": ids.loss_mask,
+            "rollout_log_probs": ids.log_probs,
             "status": slime_status(turn),
             "metadata": {
-                **extra_info(trajectory),
+                **extra_info(trajectory, served),
+                **turn_origin(turn),
                 "turn_id": turn["id"],
                 "turn_index": turn["turn_index"],
                 "turn_reward": turn["reward"],
@@ -64,7 +67,6 @@ def sample_dicts(trajectory: TrajectoryRecord, group_index: int, first_index: in
                 "correct": turn["correct"],
                 "speedup": turn["speedup"],
                 "finish_reason": turn["finish_reason"],
-                "model": model,
-                "missing_token_columns": missing,
+                "token_ids": ids.status,
             },
         }

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from db.exports import TrajectoryRecord
-from orchestrator.exports.fields import answer, conversation, extra_info, instance_id
+from orchestrator.exports.fields import answer, conversation, extra_info, instance_id, turn_origin
+from orchestrator.served_by import ServedBy
 
 TIMESTAMP = "%Y%m%d_%H%M%S_%f"
 
@@ -39,7 +40,7 @@ def history_entry(turn: dict[str, Any]) -> dict[str, Any]:
     return {"turn_idx": turn["turn_index"], "kernel_code": turn["code"] or "", "eval_result": eval_result(turn), "reward": turn["reward"]}
 
 
-def turn_log(trajectory: TrajectoryRecord, turn: dict[str, Any], timestamp: str) -> dict[str, Any]:
+def turn_log(trajectory: TrajectoryRecord, turn: dict[str, Any], timestamp: str, served: ServedBy) -> dict[str, Any]:
     iid = instance_id(trajectory)
     return {
         "timestamp": timestamp,
@@ -53,12 +54,12 @@ def turn_log(trajectory: TrajectoryRecord, turn: dict[str, Any], timestamp: str)
             "kernel_code": turn["code"] or "",
             "eval_result": eval_result(turn),
             "reward": turn["reward"],
-            "extra_info": extra_info(trajectory),
+            "extra_info": {**extra_info(trajectory, served), **turn_origin(turn)},
         },
     }
 
 
-def trajectory_log(trajectory: TrajectoryRecord, timestamp: str, which_answer: str) -> dict[str, Any]:
+def trajectory_log(trajectory: TrajectoryRecord, timestamp: str, which_answer: str, served: ServedBy) -> dict[str, Any]:
     turns = trajectory.turns
     rewards = [t["reward"] for t in turns]
     last = eval_result(turns[-1])
@@ -80,7 +81,7 @@ def trajectory_log(trajectory: TrajectoryRecord, timestamp: str, which_answer: s
             "turn_rewards": rewards,
             "aggregated_return": trajectory.return_,
         },
-        "extra_info": extra_info(trajectory),
+        "extra_info": extra_info(trajectory, served),
     }
 
 
@@ -89,8 +90,8 @@ class LogDirectory:
     timestamps are nudged by a microsecond; TritonForge relied on wall-clock microseconds for the
     same); exporting a run again rewrites its files under the same names."""
 
-    def __init__(self, directory: Path):
-        self.directory = directory
+    def __init__(self, directory: Path, served: ServedBy):
+        self.directory, self.served = directory, served
         self.directory.mkdir(parents=True, exist_ok=True)
         self.written: set[str] = set()
 
@@ -98,9 +99,9 @@ class LogDirectory:
         safe_id = instance_id(trajectory).replace("/", "_")
         for turn in trajectory.turns:
             path, stamp = self._free(lambda stamp: f"turn_{safe_id}_t{turn['turn_index']}_{stamp}.json", turn["evaluated_at"] or turn["updated_at"])
-            self._dump(path, turn_log(trajectory, turn, stamp))
+            self._dump(path, turn_log(trajectory, turn, stamp, self.served))
         path, stamp = self._free(lambda stamp: f"trajectory_{safe_id}_{stamp}.json", trajectory.finished_at or trajectory.turns[-1]["updated_at"])
-        self._dump(path, trajectory_log(trajectory, stamp, which_answer))
+        self._dump(path, trajectory_log(trajectory, stamp, which_answer, self.served))
 
     def _free(self, name, moment: datetime) -> tuple[Path, str]:
         while name(moment.strftime(TIMESTAMP)) in self.written:
