@@ -130,6 +130,8 @@ def test_limits_and_privileges(sandboxed):
     assert fp["sandbox"] == "bwrap" and fp["filesystem_isolated"] and fp["network_isolated"] and fp["private_proc"]
     assert fp["memory_cap"] is not None and fp["memory_limit_mb"] == 3000
     assert fp["process_cap"].startswith("cgroup-")
+    if os.path.exists("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") or os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        assert fp["cpu_quota"], "a candidate gets no more processor time than the reference (cpu_threads)"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the uid switch happens only when the harness is root")

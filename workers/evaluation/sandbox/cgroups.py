@@ -1,5 +1,7 @@
-"""Per-child control groups: a process cap that holds for any uid, and a memory cap that holds
-on CUDA (where RLIMIT_AS cannot be used: the driver reserves huge virtual ranges).
+"""Per-child control groups: a process cap that holds for any uid, a memory cap that holds on
+CUDA (where RLIMIT_AS cannot be used: the driver reserves huge virtual ranges), and a CPU
+quota, so that a candidate gets no more processor time than the reference it is compared with
+(threads of its own, or torch.set_num_threads, cannot buy a speedup).
 
 The parent creates a fresh group per child, the child's launcher moves itself in before it
 execs anything (so every descendant is in it), and the parent kills every member and removes
@@ -19,7 +21,8 @@ import uuid
 PARENT = "kturn"
 KILL_ROUNDS = 50
 REMOVE_WAIT_S = 2.0
-CONTROLLERS = ("pids", "memory")
+CONTROLLERS = ("pids", "memory", "cpu")
+CPU_PERIOD_US = 100_000
 
 
 def _mounts() -> list[tuple[str, str, set[str]]]:
@@ -173,13 +176,16 @@ def _sweep_orphans(parent: str) -> None:
                 pass
 
 
-def _create_v1(own: dict, mounts: list, name: str, max_processes: int, memory_bytes: int | None) -> Group | None:
+def _create_v1(own: dict, mounts: list, name: str, max_processes: int, memory_bytes: int | None,
+               cpus: float | None) -> Group | None:
     points = {c: m for m, fstype, opts in mounts if fstype == "cgroup" for c in opts}
     if "pids" not in points:
         return None
     wanted = {"pids": [("pids.max", max_processes)]}
     if memory_bytes and "memory" in points:
         wanted["memory"] = [("memory.limit_in_bytes", memory_bytes), ("memory.memsw.limit_in_bytes", memory_bytes)]
+    if cpus and "cpu" in points:
+        wanted["cpu"] = [("cpu.cfs_period_us", CPU_PERIOD_US), ("cpu.cfs_quota_us", int(cpus * CPU_PERIOD_US))]
     dirs, caps = [], {}
     for controller, knobs in wanted.items():
         parent = points[controller] + own.get(controller, "/")
@@ -205,7 +211,8 @@ def _v2_parents(own: dict, point: str) -> list[str]:
     return [p for p in candidates if os.access(p, os.W_OK)]
 
 
-def _create_v2(own: dict, mounts: list, name: str, max_processes: int, memory_bytes: int | None) -> Group | None:
+def _create_v2(own: dict, mounts: list, name: str, max_processes: int, memory_bytes: int | None,
+               cpus: float | None) -> Group | None:
     points = [m for m, fstype, _ in mounts if fstype == "cgroup2"]
     if not points or "" not in own:
         return None
@@ -224,6 +231,9 @@ def _create_v2(own: dict, mounts: list, name: str, max_processes: int, memory_by
         if memory_bytes and _write(os.path.join(path, "memory.max"), str(memory_bytes)):
             caps["memory.max"] = memory_bytes
             _write(os.path.join(path, "memory.swap.max"), "0")
+        quota = f"{int(cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}" if cpus else None
+        if quota and _write(os.path.join(path, "cpu.max"), quota):
+            caps["cpu.max"] = quota
         group = _keep_if_capped(Group("v2", [path], caps))
         if group is not None:
             return group
@@ -237,11 +247,11 @@ def _keep_if_capped(group: Group) -> Group | None:
     return None
 
 
-def create(max_processes: int, memory_bytes: int | None = None) -> Group | None:
-    """A fresh group with pids.max (and the memory cap when given), or None when the host does
-    not let us. cgroup v1's pids hierarchy first (hybrid hosts mount an empty v2 tree beside
-    it), then v2."""
+def create(max_processes: int, memory_bytes: int | None = None, cpus: float | None = None) -> Group | None:
+    """A fresh group with pids.max (and the memory cap and CPU quota, in cores, when given), or
+    None when the host does not let us. cgroup v1's pids hierarchy first (hybrid hosts mount an
+    empty v2 tree beside it), then v2."""
     name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     own, mounts = _own_cgroups(), _mounts()
-    return (_create_v1(own, mounts, name, max_processes, memory_bytes)
-            or _create_v2(own, mounts, name, max_processes, memory_bytes))
+    return (_create_v1(own, mounts, name, max_processes, memory_bytes, cpus)
+            or _create_v2(own, mounts, name, max_processes, memory_bytes, cpus))

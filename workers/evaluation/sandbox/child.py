@@ -87,7 +87,8 @@ class Child:
 
     def start(self) -> None:
         settings = self.spec.settings
-        self.group = cgroups.create(settings.max_processes, settings.memory_limit_mb << 20)
+        cpus = settings.max_build_jobs if self.spec.role == "build" else settings.cpu_threads
+        self.group = cgroups.create(settings.max_processes, settings.memory_limit_mb << 20, cpus)
         parent_end, child_end = wire.channel_pair()
         self.sock = parent_end
         inner = [sys.executable, "-s", "-m", "workers.evaluation.inside", "--channel", str(child_end.fileno())]
@@ -167,6 +168,7 @@ class Child:
             "filesystem_isolated": sandboxed, "network_isolated": sandboxed, "pid_namespace": sandboxed,
             "private_proc": sandboxed,
             "process_cap": f"cgroup-{self.group.version}" if self.group else "rlimit",
+            "cpu_quota": bool(caps.get("cpu.max") or caps.get("cpu.cfs_quota_us")),
             "memory_cap": (f"cgroup-{self.group.version}" if memory else
                            ("rlimit-as" if self.spec.settings.device == "cpu" else None)),
             "memory_limit_mb": self.spec.settings.memory_limit_mb if memory or self.spec.settings.device == "cpu" else None,
