@@ -390,8 +390,8 @@ def fake_compile(calls: list, outcome: dict | None, so: bytes = b"\x7fELF fake")
     def compile_(self, kind, args, key, environment):
         calls.append(key)
         time.sleep(0.2)
-        if outcome is None or not outcome["ok"]:
-            return outcome and dict(outcome)
+        if not outcome["ok"]:
+            return dict(outcome)
         path = os.path.join(self.workdir, f"{key}.so")
         with open(path, "wb") as f:
             f.write(so)
@@ -414,7 +414,7 @@ def test_concurrent_requests_for_one_build_compile_once(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if ".tmp." in p.name], "no staging directory left behind"
 
 
-def test_a_failure_is_served_only_to_the_identical_build_and_a_stopped_compiler_is_not_cached(tmp_path, monkeypatch):
+def test_a_failure_is_served_only_to_the_identical_build_and_an_unfinished_build_is_not_cached(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(builds.Builder, "_compile", fake_compile(calls, {"ok": False, "log": "main.cpp:1:1: error: nope"}))
     failing = builds.validate("inline", ARGS)
@@ -425,9 +425,12 @@ def test_a_failure_is_served_only_to_the_identical_build_and_a_stopped_compiler_
     monkeypatch.setattr(builds.Builder, "_compile", fake_compile(calls, {"ok": True}))
     other = builder(tmp_path).build("inline", builds.validate("inline", {**ARGS, "cpp_sources": ["int g();"]}))
     assert other.ok and len(calls) == 2, "another build's failure is never served"
-    monkeypatch.setattr(builds.Builder, "_compile", fake_compile(calls, None))
+    monkeypatch.setattr(builds.Builder, "_compile", fake_compile(calls, {"ok": False, "stopped": "out of time"}))
     stopped = builds.validate("inline", {**ARGS, "name": "stopped"})
-    assert all(builder(tmp_path).build("inline", stopped).transient for _ in range(2)) and len(calls) == 4
+    for _ in range(2):  # the answer's failure, scored as such, but not cached: the next try builds again
+        record = builder(tmp_path).build("inline", stopped)
+        assert not record.ok and "out of time" in record.feedback
+    assert len(calls) == 4
 
 
 def test_own_compute_and_backends_are_read_from_the_sources():

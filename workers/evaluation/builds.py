@@ -9,8 +9,10 @@ uid, a private output directory, nothing of the candidate's process), checks wha
 (a plain ELF file within a size limit), reads the ATen functions it imports, and publishes it
 atomically. Candidates never see the cache: the shared object reaches them as a file
 descriptor. A poisoned build can therefore only ever poison its own key, and a failure is
-served only to the identical build. Failures that say nothing about the sources (the
-compiler was killed, ran out of memory or time) are not cached.
+served only to the identical build. A build that did not finish (out of time or memory, or
+killed) is the answer's failure like any other, but it is not cached. The build writes
+nothing to the host's disk: it works in its own size-limited /tmp and hands the shared object
+back as a file descriptor.
 """
 from __future__ import annotations
 
@@ -55,7 +57,6 @@ class BuildRecord:
     key: str = ""
     ok: bool = False
     cached: bool = False
-    transient: bool = False          # not the sources' fault: the turn should be retried
     seconds: float = 0.0
     feedback: str = ""
     log: str = ""
@@ -170,12 +171,12 @@ class Builder:
             if meta is None:
                 cached = False
                 meta = self._compile(kind, args, key, environment)
-                if meta is not None:
+                if "stopped" not in meta:
                     _publish(self.root, key, meta.pop("_module_path", None), meta)
         record = BuildRecord(name=args["name"], key=key, cached=cached, seconds=time.monotonic() - started,
                              own_compute=has_own_compute(source_texts(kind, args)))
-        if meta is None:
-            record.transient, record.feedback = True, "the compiler was stopped (time, memory or a crash) before it finished"
+        if "stopped" in meta:
+            record.feedback = f"building extension {args['name']} failed: {meta['stopped']}"
         elif meta["ok"]:
             record.ok, record.path, record.aten_calls = True, os.path.join(entry, meta["file"]), meta["aten_calls"]
         else:
@@ -184,41 +185,42 @@ class Builder:
             record.feedback, record.log = compile_errors.summarise(meta["log"], layout, self.solution_src)
         return record
 
-    def _compile(self, kind: str, args: dict, key: str, environment: dict) -> dict | None:
-        """Run the build sandbox. The meta to publish, or None for a failure not worth caching."""
-        out = tempfile.mkdtemp(prefix=f"build-{key[:12]}-", dir=self.workdir)
+    def _compile(self, kind: str, args: dict, key: str, environment: dict) -> dict:
+        """Run the build sandbox. The meta to publish; `"stopped"` in it when the build did not
+        finish (time, memory, a crash): the answer's fault like any failed build, but not cached,
+        since the same sources may build on a later try."""
         settings = replace(self.settings, device="cuda" if self.settings.device == "cuda" else "cpu")
-        child = Child(Spec(role="build", settings=settings, workdir=self.workdir, writable={"/out": out}, env=environment))
-        _hand_over(out, child)
+        child = Child(Spec(role="build", settings=settings, workdir=self.workdir, env=environment))
+        module_fd, meta = None, None
         try:
             child.start()
-            reply, _ = child.request({"type": "job", "kind": kind, "args": args, "out": child.path_for("/out")},
-                                     "built", self.settings.compile_timeout_s)
-            ok = bool(reply.header.get("ok"))
-        except (ChildFailed, ChildTimeout, wire.ProtocolError):
-            ok = None
+            reply, _ = child.request({"type": "job", "kind": kind, "args": args}, "built", self.settings.compile_timeout_s)
+            if reply.header.get("ok") and reply.fds:
+                module_fd = reply.fds.pop(0)
+            else:
+                meta = {"ok": False, "log": text.clean(reply.blob.decode(errors="replace"), MAX_LOG)}
+            wire.close_all(reply.fds)
+        except ChildTimeout:
+            meta = {"ok": False, "stopped": f"the build did not finish within {self.settings.compile_timeout_s:g} s"}
+        except (ChildFailed, wire.ProtocolError):
+            meta = {"ok": False, "stopped": "the build sandbox stopped before the build finished"}
         finally:
             outcome = child.close()
-        if ok is None or outcome.oom_killed or outcome.signal:
-            return None
-        if not ok:
-            log = _read_text(os.path.join(out, "log.txt"), MAX_LOG)
-            if _transient(log):
-                return None
-            return {"ok": False, "log": log}
-        module = os.path.join(out, "build", f"{args['name']}.so")
-        if not _is_plain_elf(module):
-            return {"ok": False, "log": "the build produced no loadable shared object"}
+        if outcome.oom_killed:
+            meta = {"ok": False, "stopped": f"the build ran out of memory (cap {self.settings.memory_limit_mb} MB)"}
+        if meta is not None:
+            if module_fd is not None:
+                os.close(module_fd)
+            return meta
+        staged = os.path.join(self.workdir, f"{key}.so")
+        try:
+            _copy_plain_elf(module_fd, staged)
+        except ValueError as error:
+            return {"ok": False, "log": str(error)}
+        finally:
+            os.close(module_fd)
         return {"ok": True, "module": args["name"], "file": f"{args['name']}.so",
-                "aten_calls": binary_checks.aten_compute_calls(module), "_module_path": module}
-
-
-TRANSIENT_MARKERS = ("Killed signal", "out of memory", "virtual memory exhausted", "Cannot allocate memory",
-                     "No space left", "Resource temporarily unavailable")
-
-
-def _transient(log: str) -> bool:
-    return any(marker in log for marker in TRANSIENT_MARKERS)
+                "aten_calls": binary_checks.aten_compute_calls(staged), "_module_path": staged}
 
 
 def build_environment(settings: EvalSettings) -> dict:
@@ -233,11 +235,6 @@ def build_environment(settings: EvalSettings) -> dict:
     if settings.cuda_arch_list:
         env["TORCH_CUDA_ARCH_LIST"] = settings.cuda_arch_list
     return env
-
-
-def _hand_over(directory: str, child: Child) -> None:
-    if child.user is not None:
-        os.chown(directory, child.user.uid, child.user.gid)
 
 
 @contextlib.contextmanager
@@ -275,24 +272,16 @@ def _publish(root: str, key: str, module_path: str | None, meta: dict) -> None:
             raise
 
 
-def _read_text(path: str, limit: int) -> str:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return ""
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            return ""
-        f.seek(max(0, st.st_size - limit))
-        return text.clean(f.read(limit).decode(errors="replace"), limit)
-
-
-def _is_plain_elf(path: str) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return False
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        return stat.S_ISREG(st.st_mode) and 0 < st.st_size <= MAX_MODULE_BYTES and f.read(4) == b"\x7fELF"
+def _copy_plain_elf(fd: int, destination: str) -> None:
+    """Copy the build's shared object from its descriptor: a regular ELF file within the size limit."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or not 0 < st.st_size <= MAX_MODULE_BYTES:
+        raise ValueError("the build produced no loadable shared object (not a regular file of a sane size)")
+    with open(fd, "rb", closefd=False) as source, open(destination, "wb") as target:
+        source.seek(0)
+        if source.read(4) != b"\x7fELF":
+            raise ValueError("the build produced no loadable shared object (not an ELF file)")
+        source.seek(0)
+        shutil.copyfileobj(source, target, length=1 << 20)
+        if target.tell() > MAX_MODULE_BYTES:
+            raise ValueError("the build produced a shared object over the size limit")

@@ -159,14 +159,8 @@ def _note_builds(v: _Verdict, run: PassOutcome) -> None:
 
 
 def _record_build_failure(v: _Verdict, build) -> None:
-    if build.transient:
-        raise _Transient(f"building extension {build.name} did not finish: {build.feedback}")
     v.fail("compile_error", build.feedback or f"building extension {build.name} failed",
            phase="compile", compile_log=build.log[:8000], extension=build.name)
-
-
-class _Transient(RuntimeError):
-    """A failure that says nothing about the solution (reported as a harness error)."""
 
 
 def _record_fault(v: _Verdict, run: PassOutcome) -> None:

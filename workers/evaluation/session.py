@@ -169,6 +169,7 @@ class Session:
         self.settings, self.toolchain = settings, toolchain
         self.outcome = PassOutcome()
         self.init_seed = secrets.randbits(31)
+        self.chunk = FIRST_CHUNK
 
     def run(self) -> PassOutcome:
         with Workspace() as ws:
@@ -203,10 +204,33 @@ class Session:
         if not self.outcome.ready or any(not b.ok for b in builder.records):
             return
         with self._timed("batches_s"):
-            self._batches(ref, cand)
-        if self.outcome.mismatch is None and self.outcome.fault is None:
-            with self._timed("finish_s"):
-                self.outcome.summary = self._finish(cand)
+            calls = self._batches(ref, cand)
+        if self.outcome.mismatch is not None or self.outcome.fault is not None:
+            return
+        with self._timed("finish_s"):
+            self.outcome.summary = self._finish(cand)
+        self.outcome.candidate_exit = cand.close()  # it and everything it started are gone ...
+        if self.outcome.summary is not None and self.outcome.batches:
+            with self._timed("baseline_s"):
+                self._reference_alone(ref, calls)  # ... before the reference is timed
+
+    def _reference_alone(self, ref: Child, calls: int) -> None:
+        """The baseline: the reference's timed batches, run after the candidate's process tree is
+        dead, so nothing it left running (threads, GPU work) can slow the reference and inflate a
+        speedup. One batch per timed batch of the candidate, the same number of calls."""
+        timed = []
+        for candidate in self.outcome.batches:
+            seeds = [secrets.randbits(62) for _ in range(calls)]
+            handover = self._make(ref, seeds) if self.settings.device == "cpu" else None
+            try:
+                reference = reference_step(lambda: self._go(ref, seeds, self.chunk, handover, trusted=True))
+            finally:
+                if handover is not None:
+                    os.close(handover.fd)
+            timed.append(timing.BatchTimes(calls, reference.window_s, reference.forward_s,
+                                           candidate.candidate_window_s, candidate.candidate_forward_s))
+            self.outcome.walls["windows_s"] = round(self.outcome.walls["windows_s"] + reference.window_s, 4)
+        self.outcome.batches = timed
 
     @contextlib.contextmanager
     def _timed(self, name: str):
@@ -271,23 +295,19 @@ class Session:
         warmups = max(2 if timed else 1, s.warmup_runs if timed else 0, s.correctness_trials - timed)
         return warmups, timed
 
-    def _batches(self, ref: Child, cand: Child) -> None:
+    def _batches(self, ref: Child, cand: Child) -> int | None:
+        """The interleaved batches: the reference's outputs are what the candidate's are compared
+        with; the candidate's windows are its timing. The number of calls of the timed batches."""
         warmups, timed = self._plan()
         calls, chunk = 1, None
         for index in range(warmups + timed):
             seeds = [secrets.randbits(62) for _ in range(calls)]
             handover = self._make(ref, seeds) if self.settings.device == "cpu" else None
             try:
-                # which child goes first alternates (after the first batch, which sizes the chunks),
-                # so neither is always the one that runs second on a warm machine
-                candidate_first = chunk is not None and index % 2 == 1
-                candidate = self._candidate("run", lambda: self._go(cand, seeds, chunk, handover, trusted=False)) \
-                    if candidate_first else None
                 reference = reference_step(lambda: self._go(ref, seeds, chunk or FIRST_CHUNK, handover, trusted=True))
                 out_bytes = output_bytes(reference.signature)
                 chunk = chunk or _chunk_size(out_bytes, calls)
-                if not candidate_first:
-                    candidate = self._candidate("run", lambda: self._go(cand, seeds, chunk, handover, trusted=False))
+                candidate = self._candidate("run", lambda: self._go(cand, seeds, chunk, handover, trusted=False))
             finally:
                 if handover is not None:
                     os.close(handover.fd)
@@ -300,7 +320,7 @@ class Session:
             self.outcome.walls["windows_s"] = round(self.outcome.walls.get("windows_s", 0.0) + reference.window_s
                                                     + candidate.window_s, 4)
             self.outcome.calls += calls
-            if index >= warmups:
+            if index >= warmups:  # the reference's figures are replaced by its batches alone, later
                 self.outcome.batches.append(timing.BatchTimes(calls, reference.window_s, reference.forward_s,
                                                               candidate.window_s, candidate.forward_s))
             elif index + 1 < warmups + timed:
@@ -308,6 +328,8 @@ class Session:
                                          min(self.settings.max_calls_per_batch, MAX_CHECKSUMS // 2 // max(1, len(out_bytes))),
                                          sum(out_bytes) + reference.input_bytes, self.settings.batch_memory_mb)
                 chunk = _chunk_size(out_bytes, calls)
+        self.chunk = chunk
+        return calls
 
     def _make(self, ref: Child, seeds: list[int]) -> Handover:
         return make_inputs(ref, seeds, self.settings.run_timeout_s)

@@ -81,6 +81,7 @@ class Child:
         self.proc: subprocess.Popen | None = None
         self.sock = None
         self.messages = 0
+        self.closed: Exit | None = None
         self.facts: dict = {}
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -177,8 +178,11 @@ class Child:
         }
 
     def close(self) -> Exit:
-        """Wait briefly, kill whatever is left (process group, then control group), reap."""
-        result = Exit()
+        """Wait briefly, kill whatever is left (process group, then control group), reap.
+        Closing again returns the same account."""
+        if self.closed is not None:
+            return self.closed
+        result = self.closed = Exit()
         if self.sock is not None:
             self.sock.close()
         if self.proc is not None:
