@@ -159,10 +159,11 @@ def test_hostile_error_text_is_stored_clean(corpus_results):
     assert len(result.error) <= 2000 and result.error.rstrip().endswith("end")
 
 
-def test_every_call_is_compared(corpus_results):
+def test_calls_are_compared_throughout(corpus_results):
+    # every batch compares randomly chosen outputs (within verify_mb_per_batch), any call may be chosen
     for name in ("honest_cpp_relu", "honest_cpp_add"):
         details = corpus_results[name][0].details
-        assert details["verified_calls"] == details["calls"] > 10, name
+        assert details["calls"] > 10 and details["verified_calls"] >= min(details["calls"], 100), (name, details)
 
 
 def test_builds_are_made_by_the_parent_and_reused(corpus_results):

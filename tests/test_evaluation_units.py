@@ -315,18 +315,14 @@ def test_speedup_and_its_spread():
     assert value == 2.0 and spread == pytest.approx(2.0 * math.hypot(0.1, 0.1))
 
 
-def test_the_candidates_own_time_is_believed_only_inside_the_parents_bound():
-    # reference: 30 ms window, 20 ms of forward calls -> 10 ms of overhead both children pay
-    honest = timing.BatchTimes(10, 0.030, 0.020, candidate_window_s=0.016, candidate_forward_s=0.0058)
-    assert honest.reference_ms() == pytest.approx(2.0)
-    assert honest.candidate_ms(honest.overhead_s) == pytest.approx(0.58) and not honest.clamped(honest.overhead_s)
-    # a forged report of almost nothing: raised to the window less the overhead and the tolerance
-    forged = timing.BatchTimes(10, 0.030, 0.020, candidate_window_s=0.016, candidate_forward_s=1e-9)
-    bound = 0.016 - 0.010 - (timing.TOLERANCE_SHARE * 0.010 + timing.TOLERANCE_S)
-    assert forged.candidate_ms(forged.overhead_s) == pytest.approx(bound / 10 * 1e3) and forged.clamped(0.010)
-    # a report longer than the parent's whole window is cut to the window
-    inflated = timing.BatchTimes(10, 0.030, 0.020, candidate_window_s=0.016, candidate_forward_s=5.0)
-    assert inflated.candidate_ms(0.010) == pytest.approx(1.6)
+def test_both_windows_lose_only_the_references_round_trip_and_inputs():
+    # reference: a 30 ms window of which 10 ms were the round trip and taking the inputs
+    batch = timing.BatchTimes(10, reference_window_s=0.030, credit_s=0.010, candidate_window_s=0.016)
+    assert batch.reference_ms() == pytest.approx(2.0)
+    assert batch.candidate_ms() == pytest.approx(0.6)   # (16 ms - 10 ms) / 10 calls
+    # a window shorter than the credit is noise, not speed: a floor of a share of the window
+    fast = timing.BatchTimes(1, reference_window_s=0.030, credit_s=0.010, candidate_window_s=0.008)
+    assert fast.candidate_ms() == pytest.approx(8.0 * timing.FLOOR_SHARE)
 
 
 def test_batches_are_sized_by_time_and_by_memory():

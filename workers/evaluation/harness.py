@@ -245,15 +245,14 @@ def _timing_verdict(v: _Verdict, run: PassOutcome) -> None:
     if not run.batches:
         v.details["warnings"].append("no timed batch")
         return
-    overhead = statistics.median(b.overhead_s for b in run.batches)
     v.baseline = timing.summarise([b.reference_ms() for b in run.batches])
-    v.runtime = timing.summarise([b.candidate_ms(overhead) for b in run.batches])
+    v.runtime = timing.summarise([b.candidate_ms() for b in run.batches])
     v.speedup, v.speedup_spread = timing.speedup(v.baseline, v.runtime)
     v.details["timing"] = {
-        "calls_per_batch": run.batches[-1].calls, "batches": len(run.batches), "overhead_ms": round(overhead * 1e3, 4),
-        "raised_to_bound": sum(b.clamped(overhead) for b in run.batches),
-        "method": "per batch: the candidate's own forward time, never below its window on the parent's clock "
-                  "minus the reference's overhead (and a tolerance)"}
+        "calls_per_batch": run.batches[-1].calls, "batches": len(run.batches),
+        "credit_ms": round(statistics.median(b.credit_s for b in run.batches) * 1e3, 4),
+        "method": "parent clock: each side's window less the reference's round trip and inputs; the "
+                  "reference timed alone after the candidate's processes are gone"}
 
 
 def _recheck(v: _Verdict, reference_src: str, solution_src: str, settings: EvalSettings) -> None:

@@ -156,8 +156,10 @@ class Batch:
     """What one child said about one batch."""
     window_s: float
     signature: list
-    forward_s: float
-    checksums: list[int]
+    forward_s: float                 # the reference's forward() calls (trusted; 0 for a candidate)
+    credit_s: float                  # the reference's window less its forward() and output step
+    checksums: list[int]             # GPU: per call, per output, per chunk
+    addresses: list[list[int]]       # CPU: per call, per output, [address, bytes] in the child
     invalid: str | None
     mismatch: int | None
     input_bytes: int = 0
@@ -198,6 +200,7 @@ class Session:
         return self.outcome
 
     def _converse(self, ref: Child, cand: Child, builder: Builder) -> None:
+        self.builder = builder
         with self._timed("setup_s"):
             self._setup(ref, cand, builder)
         self.outcome.walls["builds_s"] = round(sum(b.seconds for b in builder.records), 3)
@@ -227,8 +230,7 @@ class Session:
             finally:
                 if handover is not None:
                     os.close(handover.fd)
-            timed.append(timing.BatchTimes(calls, reference.window_s, reference.forward_s,
-                                           candidate.candidate_window_s, candidate.candidate_forward_s))
+            timed.append(timing.BatchTimes(calls, reference.window_s, reference.credit_s, candidate.candidate_window_s))
             self.outcome.walls["windows_s"] = round(self.outcome.walls["windows_s"] + reference.window_s, 4)
         self.outcome.batches = timed
 
@@ -260,10 +262,12 @@ class Session:
         if cand_job is None:
             return
         ready, seconds = reference_step(lambda: ref.await_reply(ref_job, "ready", limit))
+        ref.inner_pid = _pid_of(ready)
         self.outcome.walls["reference_setup_s"] = round(seconds, 4)
         self.outcome.walls["reference_child"] = _diagnostic_times(ready)
         try:
             ready, seconds = cand.await_reply(cand_job, "ready", limit, serve=lambda m: builder.serve(cand, m))
+            cand.inner_pid = _pid_of(ready)
             self.outcome.walls["candidate_setup_s"] = round(seconds, 4)
             self.outcome.walls["candidate_child"] = _diagnostic_times(ready)
             self.outcome.ready = True
@@ -307,22 +311,22 @@ class Session:
                 reference = reference_step(lambda: self._go(ref, seeds, chunk or FIRST_CHUNK, handover, trusted=True))
                 out_bytes = output_bytes(reference.signature)
                 chunk = chunk or _chunk_size(out_bytes, calls)
-                candidate = self._candidate("run", lambda: self._go(cand, seeds, chunk, handover, trusted=False))
+                candidate = self._candidate("run", lambda: self._go(cand, seeds, chunk, handover, trusted=False,
+                                                                    serve=lambda m: self.builder.serve(cand, m)))
+                verified = candidate is not None and self._same_outputs(reference, candidate, out_bytes, chunk, calls) \
+                    and self._verify(ref, cand, reference, candidate, out_bytes, chunk, calls)
             finally:
+                cand.release()
                 if handover is not None:
                     os.close(handover.fd)
-            if candidate is None or not self._same_outputs(reference, candidate, out_bytes, chunk, calls):
-                return
-            with self._timed("verify_s"):
-                verified = self._verify(ref, cand, reference, candidate, out_bytes, chunk, calls)
             if not verified:
-                return
+                return None
             self.outcome.walls["windows_s"] = round(self.outcome.walls.get("windows_s", 0.0) + reference.window_s
                                                     + candidate.window_s, 4)
             self.outcome.calls += calls
             if index >= warmups:  # the reference's figures are replaced by its batches alone, later
-                self.outcome.batches.append(timing.BatchTimes(calls, reference.window_s, reference.forward_s,
-                                                              candidate.window_s, candidate.forward_s))
+                self.outcome.batches.append(timing.BatchTimes(calls, reference.window_s, reference.credit_s,
+                                                              candidate.window_s))
             elif index + 1 < warmups + timed:
                 calls = timing.calls_for(reference.forward_s / calls, self.settings.timing_batch_ms,
                                          min(self.settings.max_calls_per_batch, MAX_CHECKSUMS // 2 // max(1, len(out_bytes))),
@@ -334,8 +338,12 @@ class Session:
     def _make(self, ref: Child, seeds: list[int]) -> Handover:
         return make_inputs(ref, seeds, self.settings.run_timeout_s)
 
-    def _go(self, child: Child, seeds: list[int], chunk: int, handover: "Handover | None", trusted: bool) -> Batch:
-        return go(child, seeds, chunk, handover, trusted, self.settings.run_timeout_s)
+    def _go(self, child: Child, seeds: list[int], chunk: int, handover: "Handover | None", trusted: bool,
+            serve=None) -> Batch:
+        # a CPU candidate is frozen the moment it answers: its outputs are read from its memory as
+        # they were when the parent's clock stopped
+        hold = not trusted and self.settings.device == "cpu"
+        return go(child, seeds, chunk, handover, trusted, self.settings.run_timeout_s, serve=serve, hold=hold)
 
     def _candidate(self, phase: str, step):
         try:
@@ -356,46 +364,68 @@ class Session:
         if failure is not None:
             self.outcome.mismatch = Mismatch({**failure, "trial": trial})
             return False
-        expected = calls * sum(wire.chunk_count(b, chunk) for b in out_bytes)
-        if len(candidate.checksums) != expected:
-            self.outcome.fault = CandidateFault("run", wire.ProtocolError("wrong number of output checksums"))
+        counted = (len(candidate.addresses), calls * len(out_bytes)) if self.settings.device == "cpu" else \
+            (len(candidate.checksums), calls * sum(wire.chunk_count(b, chunk) for b in out_bytes))
+        if counted[0] != counted[1]:
+            self.outcome.fault = CandidateFault("run", wire.ProtocolError("wrong number of output addresses or checksums"))
             return False
         return True
 
     def _verify(self, ref: Child, cand: Child, reference: Batch, candidate: Batch, out_bytes: list[int],
                 chunk: int, calls: int) -> bool:
-        """Store randomly chosen ranges from both children; check the candidate's checksums and
-        compare its values with the reference's, an output position at a time."""
+        """Take randomly chosen ranges of both children's outputs and compare the candidate's with
+        the reference's, an output position at a time. CPU: read from the children's memory (the
+        candidate frozen since it answered). GPU: stored by the children into sealed memfds, the
+        candidate's checked against the checksums it sent before the parent's clock stopped."""
         ranges = _choose(out_bytes, chunk, calls, self.settings.verify_mb_per_batch << 20)
-        expected = reference_step(lambda: _store(ref, ranges, self.settings.run_timeout_s))
-        if isinstance(expected, str):
-            raise ReferenceFault(f"the reference child misbehaved: {expected}")
-        got = self._candidate("run", lambda: _store(cand, ranges, self.settings.run_timeout_s))
-        if got is None:
-            return False
         first = self.outcome.calls
-        if isinstance(got, str):
-            self.outcome.mismatch = Mismatch({"check": "tampered", "trial": first}, tampered=got)
-            return False
-        offsets, stored = _checksum_offsets(out_bytes, chunk, calls), memoryview(got)
-        position = 0
-        for call, output, start, length in ranges:
-            if wire.checksum(stored[position:position + length]) != candidate.checksums[offsets[call][output] + start // chunk]:
-                self.outcome.mismatch = Mismatch({"check": "tampered", "trial": first + call}, tampered=(
-                    f"the bytes of output {output} (call {first + call}) differ from the checksum sent when the "
-                    "batch was reported computed"))
+        with self._timed("verify_s"):
+            expected = reference_step(lambda: self._collect(ref, reference, ranges, out_bytes))
+            got = self._candidate("run", lambda: self._collect(cand, candidate, ranges, out_bytes))
+            if got is None:
                 return False
-            position += length
-        for output, (shape, dtype, _) in enumerate(reference.signature):
-            failure = _compare_output(output, dtype, ranges, expected, got, self.settings)
-            if failure is not None:
-                call, start = failure.pop("at")
-                failure["examples"] = locate(failure.get("examples", []), start, shape)
-                self.outcome.mismatch = Mismatch({**failure, "trial": first + call, "output_index": output})
+            tampered = got if isinstance(got, str) else self._unlike_checksums(candidate, ranges, got, out_bytes, chunk)
+            if tampered:
+                self.outcome.mismatch = Mismatch({"check": "tampered", "trial": first}, tampered=tampered)
                 return False
+            for output, (shape, dtype, _) in enumerate(reference.signature):
+                failure = _compare_output(output, dtype, ranges, expected, got, self.settings)
+                if failure is not None:
+                    call, start = failure.pop("at")
+                    failure["examples"] = locate(failure.get("examples", []), start, shape)
+                    self.outcome.mismatch = Mismatch({**failure, "trial": first + call, "output_index": output})
+                    return False
         self.outcome.verified_bytes += len(got)
         self.outcome.verified_calls += len({call for call, *_ in ranges})
         return True
+
+    def _collect(self, child: Child, batch: Batch, ranges: list, out_bytes: list[int]) -> bytes | str:
+        """The chosen ranges' bytes, one after the other (a string: the child kept a way to change them)."""
+        if self.settings.device != "cpu":
+            return _store(child, ranges, self.settings.run_timeout_s)
+        parts = []
+        for call, output, start, length in ranges:
+            address, size = batch.addresses[call * len(out_bytes) + output]
+            if size != out_bytes[output]:
+                raise wire.ProtocolError("an output's size differs from its signature")
+            try:
+                parts.append(child.read(address + start, length))
+            except OSError as error:
+                return f"the output of call {call} could not be read where the solution said it was ({error})"
+        return b"".join(parts)
+
+    def _unlike_checksums(self, candidate: Batch, ranges: list, got: bytes, out_bytes: list[int], chunk: int) -> str | None:
+        """GPU: the stored bytes must be the ones the checksums described before the clock stopped."""
+        if self.settings.device == "cpu":
+            return None
+        calls = len(candidate.checksums) // max(1, sum(wire.chunk_count(b, chunk) for b in out_bytes))
+        offsets, stored, position = _checksum_offsets(out_bytes, chunk, calls), memoryview(got), 0
+        for call, output, start, length in ranges:
+            if wire.checksum(stored[position:position + length]) != candidate.checksums[offsets[call][output] + start // chunk]:
+                return (f"the bytes of output {output} (call {call}) differ from the checksum sent when the batch was "
+                        "reported computed")
+            position += length
+        return None
 
 
 def _compare_output(output: int, dtype: str, ranges: list, expected: bytes, got: bytes, settings) -> dict | None:
@@ -455,14 +485,16 @@ def make_inputs(ref: Child, seeds: list[int], timeout: float) -> Handover:
     return handover
 
 
-def go(child: Child, seeds: list[int], chunk: int, handover: Handover | None, trusted: bool, timeout: float) -> Batch:
+def go(child: Child, seeds: list[int], chunk: int, handover: Handover | None, trusted: bool, timeout: float,
+       serve=None, hold: bool = False) -> Batch:
     """One batch: the request that starts it (its inputs with it), the child's answer, its window."""
     request = {"type": "go", "calls": len(seeds), "chunk_bytes": chunk}
     if handover is None:
         request["seeds"] = seeds
     else:
         request.update(template=handover.template, call_bytes=handover.call_bytes)
-    reply, window = child.request(request, "computed", timeout, fds=(handover.fd,) if handover else ())
+    reply, window = child.request(request, "computed", timeout, fds=(handover.fd,) if handover else (), serve=serve,
+                                  hold=hold)
     batch = _parse_computed(reply, window, len(seeds), chunk, trusted)
     if handover is not None and trusted:
         batch.input_bytes = handover.input_bytes
@@ -493,24 +525,40 @@ def reference_step(step):
 
 
 def _parse_computed(reply: wire.Message, window: float, calls: int, chunk: int, trusted: bool) -> Batch:
+    """What a child says it computed. Only the reference's phase times are used (trusted); the
+    candidate's signature, addresses and checksums are only ever checked against other facts."""
     h = reply.header
-    signature, times = h.get("signature"), h.get("times")
+    signature = h.get("signature")
     if not isinstance(signature, list) or not all(_valid_signature(s) for s in signature):
         raise wire.ProtocolError("malformed output signature")
     if len(reply.blob) % 8:
         raise wire.ProtocolError("malformed checksums")
+    addresses = h.get("addresses") or []
+    if not isinstance(addresses, list) or not all(
+            isinstance(a, list) and len(a) == 2 and all(isinstance(v, int) and 0 <= v < 1 << 64 for v in a)
+            for a in addresses):
+        raise wire.ProtocolError("malformed output addresses")
     import numpy as np
-    checksums = np.frombuffer(reply.blob, dtype="<i8").tolist()
-    forward = float(times[1]) if isinstance(times, list) and len(times) == 3 and isinstance(times[1], (int, float)) else 0.0
-    batch = Batch(window_s=window, signature=signature, forward_s=min(max(forward, 0.0), window), checksums=checksums,
+    times = h.get("times") if trusted and _valid_times(h.get("times")) else [0.0, 0.0, 0.0]
+    batch = Batch(window_s=window, signature=signature, forward_s=min(times[1], window),
+                  credit_s=min(max(window - times[1] - times[2], 0.0), window),
+                  checksums=np.frombuffer(reply.blob, dtype="<i8").tolist(), addresses=addresses,
                   invalid=h.get("invalid") if isinstance(h.get("invalid"), str) else None,
                   mismatch=h.get("mismatch") if isinstance(h.get("mismatch"), int) and 0 <= h["mismatch"] < calls else None,
                   input_bytes=int(h.get("input_bytes") or 0) if trusted else 0)
-    if not math.isfinite(batch.forward_s):
-        batch.forward_s = 0.0
     if trusted and (batch.invalid or batch.mismatch is not None):
         raise wire.ProtocolError("the reference's outputs are not plain tensors of one signature")
     return batch
+
+
+def _valid_times(times) -> bool:
+    return isinstance(times, list) and len(times) == 3 and all(
+        isinstance(t, (int, float)) and math.isfinite(t) and t >= 0 for t in times)
+
+
+def _pid_of(ready: wire.Message) -> int | None:
+    pid = ready.header.get("pid")
+    return pid if isinstance(pid, int) and 0 < pid < 1 << 22 else None
 
 
 def _valid_signature(item) -> bool:

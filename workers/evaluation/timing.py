@@ -1,22 +1,18 @@
 """Timing on the parent's clock.
 
-A batch is one request: the child generates the inputs of R calls from seeds revealed in the
-request, calls forward() on each, synchronises the device and checksums every output; the
-parent measures from sending the request to receiving the answer. Both children run the
-identical procedure on the same seeds, so everything in the window but forward() itself —
-the message round trip, input generation, synchronisation, checksums — costs both the same.
-The reference child (trusted: it runs the problem's own code) reports how long its forward()
-calls took; the rest of its window is that shared overhead. The reference's timed batches run
-alone, after the candidate's process tree is dead, so that nothing the candidate left running
-(threads, queued GPU work) can slow the reference and inflate a speedup.
+A batch is one request: the child takes the inputs of R calls (handed over with the request on
+the CPU, generated on the GPU from seeds revealed in it), calls forward() on each, synchronises
+the device and answers (on the GPU, with checksums of every output); the parent measures from
+sending the request to receiving the answer. The candidate's process says nothing about time
+that is used: everything in its window is charged to it.
 
-The candidate's process reports its forward() time too, measured by the same code, and that
-figure is used only as a refinement inside the parent's bound: it is never taken below the
-candidate's own window minus the reference's overhead (less a tolerance for the noise of
-two processes' overheads), nor above the window. A candidate that reports less than it spent
-gains at most that tolerance. It cannot stop the parent's clock early (its answer must carry
-checksums of outputs computed from inputs it only got with the request), nor finish its work
-after the clock stops (the stored bytes must match those checksums).
+The reference child (trusted: it runs the problem's own code) reports where its window went;
+what it spent outside forward() and the output step — the round trip and taking the inputs,
+work no candidate can skip — is the credit, taken off both windows. The output step (the GPU's
+checksums) is charged to both: a candidate that fused it into its kernel would save at most
+that. The reference's timed batches run alone, after the candidate's process tree is dead, so
+that nothing the candidate left running (threads, queued GPU work) can slow the reference and
+inflate a speedup.
 """
 from __future__ import annotations
 
@@ -26,37 +22,23 @@ from dataclasses import dataclass
 
 from .result import Timing
 
-# how far below the parent's bound a candidate's own figure is still believed: a share of the
-# shared overhead, plus a constant (scheduling noise of two processes and the parent)
-TOLERANCE_SHARE = 0.1
-TOLERANCE_S = 5e-4
+# a candidate's time is never taken below this share of its own window (noise, not speed)
+FLOOR_SHARE = 0.05
 
 
 @dataclass(frozen=True)
 class BatchTimes:
     calls: int
     reference_window_s: float
-    reference_forward_s: float
+    credit_s: float  # the reference's round trip and inputs (trusted), taken off both windows
     candidate_window_s: float
-    candidate_forward_s: float  # the candidate's own account: believed only within the bound
-
-    @property
-    def overhead_s(self) -> float:
-        return max(0.0, self.reference_window_s - self.reference_forward_s)
 
     def reference_ms(self) -> float:
-        return self.reference_forward_s / self.calls * 1e3
+        return (self.reference_window_s - self.credit_s) / self.calls * 1e3
 
-    def candidate_bound_s(self, overhead_s: float) -> float:
-        """The least the candidate can have spent on its calls, on the parent's clock."""
-        return max(0.0, self.candidate_window_s - overhead_s - (TOLERANCE_SHARE * overhead_s + TOLERANCE_S))
-
-    def candidate_ms(self, overhead_s: float) -> float:
-        own = min(max(self.candidate_forward_s, self.candidate_bound_s(overhead_s)), self.candidate_window_s)
+    def candidate_ms(self) -> float:
+        own = max(self.candidate_window_s - self.credit_s, FLOOR_SHARE * self.candidate_window_s)
         return own / self.calls * 1e3
-
-    def clamped(self, overhead_s: float) -> bool:
-        return self.candidate_forward_s < self.candidate_bound_s(overhead_s)
 
 
 def calls_for(per_call_s: float, target_ms: float, max_calls: int, call_bytes: int, memory_mb: int) -> int:

@@ -4,8 +4,9 @@
     make      -> (reference, CPU) generate a batch's inputs into a memfd -> made
     go        -> take the batch's inputs (the memfd handed over with the request on the CPU;
                  generated on the GPU from the seeds just revealed), call forward() on each,
-                 synchronise, checksum every output -> computed
-    store     -> write the chosen byte ranges of the outputs into the parent's memfd -> stored
+                 synchronise -> computed, with where the outputs are (CPU: the parent reads
+                 them from this process's memory while it is frozen) or their checksums (GPU)
+    store     -> (GPU) write the chosen byte ranges of the outputs into the parent's memfd -> stored
     finish    -> finished (the candidate's own account of its kernels), then exit
 
 Every request carries a nonce that the reply echoes. The reference child's phase times are
@@ -71,7 +72,7 @@ class Child:
         self.model = model.to(job["device"]) if isinstance(model, torch.nn.Module) else model
         self._synchronize()
         clock.lap("init_s")
-        self.reply(request, {"type": "ready", "times": clock.laps})
+        self.reply(request, {"type": "ready", "times": clock.laps, "pid": os.getpid()})
 
     def _solution_class(self):
         from .extensions import Extensions
@@ -111,10 +112,17 @@ class Child:
         self._synchronize()
         computed = time.perf_counter()
         header = self._describe(results, chunk)
-        sums = self._checksums(chunk)
+        # CPU: where the output bytes are (the parent reads them itself, with this process frozen);
+        # GPU: checksums of them, taken on the device before this reply (the parent cannot read
+        # device memory, so the bytes it is later handed must match these)
+        if device == "cpu":
+            header["addresses"] = [[flat.data_ptr(), flat.numel()] for call in self.flat for flat in call]
+            blob = b""
+        else:
+            blob = self._checksums(chunk)
         header.update(type="computed", times=[generated - started, computed - generated, time.perf_counter() - computed],
                       input_bytes=_tensor_bytes(calls[0]) if calls else 0)
-        self.reply(request, header, sums)
+        self.reply(request, header, blob)
 
     def _describe(self, results: list[list], chunk: int) -> dict:
         """The first call's output signature, the first call that differs from it, and the first

@@ -23,6 +23,7 @@ KILL_ROUNDS = 50
 REMOVE_WAIT_S = 2.0
 CONTROLLERS = ("pids", "memory", "cpu")
 CPU_PERIOD_US = 100_000
+FREEZE_WAIT_S = 5.0
 
 
 def _mounts() -> list[tuple[str, str, set[str]]]:
@@ -119,6 +120,33 @@ class Group:
         text = _read(path).strip() if path else ""
         return int(text) if text.isdigit() else None
 
+    @property
+    def can_freeze(self) -> bool:
+        return self._file("freezer.state", "cgroup.freeze") is not None
+
+    def freeze(self) -> bool:
+        """Stop every member where it stands (it cannot catch or delay this); True once all are
+        frozen. The parent reads a candidate's outputs from its memory while it is frozen."""
+        knob = self._file("freezer.state", "cgroup.freeze")
+        if knob is None or not _write(knob, "FROZEN" if self.version == "v1" else "1"):
+            return False
+        return self._wait(lambda: _read(knob).strip() == "FROZEN" if self.version == "v1"
+                          else "frozen 1" in _read(os.path.join(os.path.dirname(knob), "cgroup.events")))
+
+    def thaw(self) -> None:
+        knob = self._file("freezer.state", "cgroup.freeze")
+        if knob is not None:
+            _write(knob, "THAWED" if self.version == "v1" else "0")
+
+    @staticmethod
+    def _wait(done, timeout: float = FREEZE_WAIT_S) -> bool:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0005)
+        return True
+
     def members(self) -> set[int]:
         pids: set[int] = set()
         for path in self.procs_files:
@@ -186,6 +214,8 @@ def _create_v1(own: dict, mounts: list, name: str, max_processes: int, memory_by
         wanted["memory"] = [("memory.limit_in_bytes", memory_bytes), ("memory.memsw.limit_in_bytes", memory_bytes)]
     if cpus and "cpu" in points:
         wanted["cpu"] = [("cpu.cfs_period_us", CPU_PERIOD_US), ("cpu.cfs_quota_us", int(cpus * CPU_PERIOD_US))]
+    if "freezer" in points:
+        wanted["freezer"] = []
     dirs, caps = [], {}
     for controller, knobs in wanted.items():
         parent = points[controller] + own.get(controller, "/")
@@ -199,6 +229,8 @@ def _create_v1(own: dict, mounts: list, name: str, max_processes: int, memory_by
         for knob, value in knobs:
             if _write(os.path.join(path, knob), str(value)):
                 caps[knob] = value
+        if controller == "freezer":
+            caps["freezer"] = True
     return _keep_if_capped(Group("v1", dirs, caps))
 
 

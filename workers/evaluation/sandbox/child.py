@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .. import text, wire
 from ..settings import EvalSettings
-from . import bwrap, cgroups, users
+from . import bwrap, cgroups, memory, users
 
 LAUNCHER = str(Path(__file__).with_name("launcher.py"))
 PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "CUDA_HOME", "CUDA_PATH", "CUDA_VISIBLE_DEVICES",
@@ -82,6 +82,8 @@ class Child:
         self.sock = None
         self.messages = 0
         self.closed: Exit | None = None
+        self.inner_pid: int | None = None  # what the child calls itself in its PID namespace
+        self.held: set[int] | None = None   # frozen (empty set: by the cgroup freezer)
         self.facts: dict = {}
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -182,6 +184,7 @@ class Child:
         Closing again returns the same account."""
         if self.closed is not None:
             return self.closed
+        self.release()  # a frozen process would not even die
         result = self.closed = Exit()
         if self.sock is not None:
             self.sock.close()
@@ -205,6 +208,43 @@ class Child:
             err.close()
         return result
 
+    # --- reading a frozen child's memory -----------------------------------------------------------
+
+    def host_pid(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.isolation is not None:  # no sandbox: the launcher exec'd the child itself
+            return self.proc.pid
+        family = self.group.members() if self.group else _descendants(self.proc.pid)
+        return memory.host_pid(family, self.inner_pid) if self.inner_pid else None
+
+    def _hold(self) -> None:
+        """Stop every process of the child where it stands (cgroup freezer, else SIGSTOP), so that
+        nothing it runs can change its memory while the parent reads it."""
+        if self.held is not None:
+            return
+        if self.group is not None and self.group.can_freeze and self.group.freeze():
+            self.held = set()
+            return
+        self.held = self.group.members() if self.group else _descendants(self.proc.pid)
+        _signal_all(self.held, signal.SIGSTOP)
+        _wait_stopped(self.held)
+
+    def release(self) -> None:
+        if self.held is None:
+            return
+        if self.held:
+            _signal_all(self.held, signal.SIGCONT)
+        elif self.group is not None:
+            self.group.thaw()
+        self.held = None
+
+    def read(self, address: int, length: int) -> bytes:
+        pid = self.host_pid()
+        if pid is None:
+            raise OSError("the child's process could not be found")
+        return memory.read(pid, address, length)
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             try:
@@ -217,12 +257,13 @@ class Child:
     # --- the conversation ---------------------------------------------------------------------------
 
     def request(self, header: dict, reply: str, timeout: float, fds: tuple[int, ...] = (),
-                serve=None) -> tuple[wire.Message, float]:
+                serve=None, hold: bool = False) -> tuple[wire.Message, float]:
         """Send a request; return the reply of type `reply` and the seconds between sending and
         receiving it on the parent's clock. `serve(message)` answers requests the child makes
-        meanwhile (build requests during set-up). Raises ChildFailed, ChildTimeout,
-        wire.PeerClosed or wire.ProtocolError."""
-        return self.await_reply(self.send_request(header, fds), reply, timeout, serve)
+        meanwhile (build requests). With `hold`, the child is frozen the moment its reply arrives,
+        before it is even read, and stays frozen until release(). Raises ChildFailed,
+        ChildTimeout, wire.PeerClosed or wire.ProtocolError."""
+        return self.await_reply(self.send_request(header, fds), reply, timeout, serve, hold)
 
     def send_request(self, header: dict, fds: tuple[int, ...] = ()) -> tuple[int, float]:
         """Send a request without waiting (await_reply takes what this returns)."""
@@ -236,15 +277,19 @@ class Child:
         return nonce, sent
 
     def await_reply(self, sent_request: tuple[int, float], reply: str, timeout: float,
-                    serve=None) -> tuple[wire.Message, float]:
+                    serve=None, hold: bool = False) -> tuple[wire.Message, float]:
         nonce, sent = sent_request
         deadline = time.monotonic() + timeout
         while True:
-            message = self._receive(deadline)
+            self._wait_readable(deadline)
             received = time.perf_counter()
+            if hold:
+                self._hold()
+            message = self._next_message()
             if message.type == "error":
                 raise ChildFailed(text.clean_tree(message.header, 8000))
             if message.type == "build" and serve is not None:
+                self.release()
                 serve(message)
                 continue
             if message.type != reply or message.header.get("n") != nonce:
@@ -254,16 +299,18 @@ class Child:
 
     def _expect_silence(self) -> None:
         if select.select([self.sock], [], [], 0)[0]:
-            message = wire.receive(self.sock)
+            message = self._next_message()
             wire.close_all(message.fds)
             if message.type == "error":
                 raise ChildFailed(text.clean_tree(message.header, 8000))
             raise wire.ProtocolError(f"unrequested {text.clean(message.type, 40)!r} message")
 
-    def _receive(self, deadline: float) -> wire.Message:
+    def _wait_readable(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not select.select([self.sock], [], [], remaining)[0]:
             raise ChildTimeout()
+
+    def _next_message(self) -> wire.Message:
         self.messages += 1
         if self.messages > MAX_MESSAGES:
             raise wire.ProtocolError("too many messages")
@@ -275,6 +322,48 @@ class Child:
             wire.send(self.sock, header, fds=fds)
         except OSError as error:
             raise wire.PeerClosed(str(error)) from None
+
+
+def _descendants(root: int) -> set[int]:
+    """root and every process below it, from /proc (for hosts without a control group)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    family, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in family and pid not in family:
+                family.add(pid)
+                grew = True
+    return family
+
+
+def _signal_all(pids: set[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _wait_stopped(pids: set[int], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                break
+            if state in ("T", "t", "Z", "X"):
+                break
+            time.sleep(0.0005)
 
 
 def _reachable_by_others(paths: list[str]) -> bool:
