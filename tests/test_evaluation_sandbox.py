@@ -53,6 +53,8 @@ facts = {
     "postgres_socket": attempt(lambda: connect("/var/run/postgresql/.s.PGSQL.5432")),
     "redis_tcp": attempt(lambda: connect(("127.0.0.1", 6379))),
     "outside": attempt(lambda: connect(("1.1.1.1", 80))),
+    "cgroups": sorted(os.listdir("/sys/fs/cgroup")) if os.path.isdir("/sys/fs/cgroup") else [],
+    "affinity": sorted(os.sched_getaffinity(0)),
     "rlimit_core": resource.getrlimit(resource.RLIMIT_CORE)[0],
     "rlimit_fsize": resource.getrlimit(resource.RLIMIT_FSIZE)[0],
     "threads": torch.get_num_threads(),
@@ -113,6 +115,14 @@ def test_no_host_socket_and_no_network(sandboxed):
     facts = sandboxed[0]
     assert facts["postgres_socket"] in ("FileNotFoundError", "ConnectionRefusedError")
     assert facts["redis_tcp"] != "connected" and facts["outside"] != "connected"
+
+
+def test_no_other_evaluation_in_sight_and_its_own_cores(sandboxed):
+    facts, result, _ = sandboxed
+    assert facts["cgroups"] == [], "the host's cgroup tree (other evaluations' groups) is masked"
+    cores = result.fingerprint["cpu_cores"]
+    if cores is not None:
+        assert facts["affinity"] == [int(c) for c in cores.split(",")] and len(facts["affinity"]) == 1
 
 
 def test_proc_belongs_to_its_own_pid_namespace(sandboxed):

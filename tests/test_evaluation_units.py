@@ -391,7 +391,7 @@ def fake_compile(calls: list, outcome: dict | None, so: bytes = b"\x7fELF fake")
         path = os.path.join(self.workdir, f"{key}.so")
         with open(path, "wb") as f:
             f.write(so)
-        return {**outcome, "module": args["name"], "file": f"{args['name']}.so", "aten_calls": [], "_module_path": path}
+        return {**outcome, "module": args["name"], "file": f"{args['name']}.so", "_module_path": path}
     return compile_
 
 
@@ -483,3 +483,40 @@ def test_each_pool_process_of_a_multi_gpu_worker_gets_its_own_gpu(monkeypatch):
     monkeypatch.delenv("KTURN_GPUS")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     assert gpu_for(0, available_gpus()) is None, "one GPU: nothing to choose"
+
+
+def test_an_answer_below_the_absolute_tolerance_is_not_correct_when_it_is_wrong_as_a_whole():
+    # a softmax over a long row: every expected value is below atol (1e-4), so all-zeros would
+    # pass an elementwise check; the relative norm of the error says it is entirely wrong
+    expected = torch.softmax(torch.rand(16384, dtype=torch.float64), 0).float()
+    assert float(expected.max()) < S.atol
+    failure = correctness.compare_values(expected, torch.zeros_like(expected), S)
+    assert failure["check"] == "relative_error" and failure["relative_error"] == pytest.approx(1.0)
+    assert "as a whole" in correctness.describe_failure(failure)
+    # an honest result, rounded differently, passes both checks
+    honest = torch.softmax(torch.rand(16384, dtype=torch.float64).float(), 0)
+    assert correctness.compare_values(honest, honest * (1 + 1e-6), S) is None
+
+
+def test_the_build_cache_is_kept_under_its_size_oldest_first(tmp_path):
+    for index, key in enumerate(["a" * 64, "b" * 64, "c" * 64]):
+        entry = tmp_path / key
+        entry.mkdir()
+        (entry / "module.so").write_bytes(b"x" * 1000)
+        os.utime(entry, (1000 + index, 1000 + index))
+    builds._evict(str(tmp_path), limit=2500, keep="a" * 64)
+    assert sorted(p.name[0] for p in tmp_path.iterdir()) == ["a", "c"], "the oldest other entry went"
+
+
+def test_an_answer_may_not_ask_for_builds_without_end(tmp_path):
+    class Child:
+        sent = []
+
+        def send(self, header, fds=()):
+            self.sent.append(header)
+    b = builder(tmp_path, max_builds=2)
+    b.records = [builds.BuildRecord(name="e"), builds.BuildRecord(name="f")]
+    message = __import__("workers.evaluation.wire", fromlist=["Message"]).Message(
+        {"type": "build", "kind": "inline", "args": ARGS})
+    b.serve(Child(), message)
+    assert Child.sent == [{"type": "built", "ok": False}] and "more than 2" in b.records[-1].feedback

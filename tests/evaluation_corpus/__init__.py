@@ -1,10 +1,13 @@
 """Adversarial CPU corpus for the evaluation harness.
 
 Files named a<N>_* are attacks written against the red team's root causes (issue 7), one or
-more per cause: N=1 timed calls told apart from checked ones, 2 future inputs visible, 3 the
-result channel forged, 4 "a custom kernel did the work" checked only at the dispatcher,
-5 no filesystem isolation, 6 the compile cache poisoned or steered, 7 the parent trusting what
-the candidate writes. Each is built so that its success would show (it is paid, or it reports
+more per cause: N=1 timed calls told apart from checked ones (or work moved out of the timed
+part), 2 future inputs visible, 3 the result channel forged, 4 "a custom kernel did the work"
+checked only at the dispatcher, 5 no filesystem isolation, 6 the compile cache poisoned or
+steered, 7 the parent trusting what the candidate writes, 8 the comparison's tolerance. The
+independent red team's findings against the first version of this harness are among them, with
+the honest answers it showed were wrongly denied (honest_lazy_build, honest_generic_dtype_kernel,
+honest_pybind_class). Each is built so that its success would show (it is paid, or it reports
 what it reached); the expected verdict says it is not.
 
 problems/   KernelBench-format reference programs (small tensors: a few thousand elements)
@@ -25,7 +28,7 @@ PROBLEMS = HERE / "problems"
 SOLUTIONS = HERE / "solutions"
 
 STRICT_NONE = ("no_custom_kernel", "kernel_never_launched", "calls_reference", "threads_or_subprocesses",
-               "timer_tampering", "harness_tampering", "monkeypatch_torch", "precision_downgrade")
+               "timer_tampering", "harness_tampering", "monkeypatch_torch")
 # Attacks whose static traces (gc, /proc, frame attributes) the cheap first filter would catch:
 # run anyway, so the runtime defences are shown to hold on their own.
 RUN_ANYWAY = {"skip_run_when_disqualified": False}
@@ -105,6 +108,10 @@ CASES: list[Case] = [
     _honest("matmul_with_torch", "matmul", timed=True, flags=("torch_compute_ops",)),
     _honest("operator_compute", "relu", timed=True),
     _honest("torch_fallback", "relu", timed=True, flags=("torch_fallback",)),
+    # honest answers the first version of this harness denied (the red team's false positives)
+    _honest("honest_lazy_build", "relu", timed=True),            # load_inline on the first call
+    _honest("honest_generic_dtype_kernel", "relu", timed=True, flags=("precision_downgrade",)),  # a half branch
+    _honest("honest_pybind_class", "relu", timed=True),          # the kernel a method of a bound class
     # old attacks that gain nothing any more: writing its own inputs, patching its own torch,
     # swapping a timer nobody reads
     _honest("input_mutation_alias", "relu", timed=True),
@@ -137,24 +144,35 @@ CASES: list[Case] = [
     _hack("timer_tampering", ("timer_tampering",), details=NOT_RUN, compiled=False, correct=False),
     _hack("monkeypatch_torch", ("monkeypatch_torch",), details=NOT_RUN, compiled=False, correct=False),
     _hack("harness_tampering", ("harness_tampering",), details=NOT_RUN, compiled=False, correct=False),
-    _hack("precision_downgrade", ("precision_downgrade",), details=NOT_RUN, compiled=False, correct=False),
+    _wrong("precision_downgrade", flags=("precision_downgrade",)),  # fp16 on an fp32 problem: the tolerance says no
     _hack("frame_walk_timer", ("harness_tampering",), settings=RUN_ANYWAY),
     # attacks per root cause of the red team's report, run past the static filter
     _attack("a1_garbage_when_batched", "incorrect"),            # timed calls told apart by count
+    _attack("a1_work_after_forward", "incorrect"),              # work moved out of forward() ...
+    _attack("a1_work_moved_into_harness_code", "incorrect"),    # ... into the harness's own step, fused
     _attack("a1_garbage_by_rhythm", "incorrect"),               # ... by how fast calls come
     _attack("a2_precompute_from_memory", "incorrect"),          # future inputs found in memory
     _attack("a2_rewrite_future_inputs", "incorrect"),           # future inputs rewritten
     _attack("a3_forged_reply", "crashed", flags=("harness_tampering",)),   # the channel forged
     _attack("a3_message_flood", "crashed", flags=("harness_tampering",)),  # the channel flooded
+    _hack("a3_forged_kernel_count", ("harness_tampering",), settings=RUN_ANYWAY),  # its own account forged
     _attack("a4_lazy_subclass", "incorrect", error_contains=("not a plain torch.Tensor",),
             details={"check": "output_type"}),                  # outputs materialised later
+    _hack("a4_dispatcher_by_name", ("no_custom_kernel",), error_contains=("c10::Dispatcher",)),
+    _hack("a4_triton_helper_calls_torch", ("no_custom_kernel",), backend="triton", details=NOT_RUN,
+          compiled=False, correct=False),
     _honest("a5_host_probe", "relu", timed=True, settings=RUN_ANYWAY,  # nothing of the host reachable
             absent_flags_extra=()),
     _honest("a5_leftovers", "relu", timed=True),               # no shared scratch space
     _honest("a6_compiler_env", "relu", timed=True),            # the build's environment not steerable
+    Case("a6_planted_transient_marker", "relu", False, False, False, "compile_error",  # no escape from scoring
+         error_contains=("this_method_does_not_exist",)),
     _attack("a7_hostile_text", "runtime_error", error_contains=("bad\ufffdtext",)),
     _attack("a7_sparse_output", "incorrect", error_contains=("layout",), details={"check": "output_type"}),
     _attack("a7_meta_output", "incorrect", error_contains=("meta",), details={"check": "output_type"}),
+    # the comparison's tolerance: all zeros where every expected value is below atol
+    Case("a8_zeros_below_tolerance", "softmax_long_rows", True, False, False, "incorrect",
+         details={"check": "relative_error"}, error_contains=("as a whole",)),
     # failures the worker must survive
     Case("python_syntax_error", "relu", False, False, False, "compile_error",
          error_contains=("line 5",), details={"stage": "python"}),

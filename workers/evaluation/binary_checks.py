@@ -34,6 +34,11 @@ NESTED = re.compile(r"_ZN[KVRO]*((?:\d+[A-Za-z_][A-Za-z0-9_]*)+)")
 SOURCE_NAME = re.compile(r"(\d+)")
 
 
+# Calling an operator by its schema name through the dispatcher (findSchema, then call): ATen does
+# the work as surely as through an imported at:: function, under no compute op's name.
+DISPATCH_BY_NAME = ("findSchema", "findSchemaOrThrow", "findOp", "callBoxed")
+
+
 def is_compute_op(name: str) -> bool:
     base = name[:-4] if name.endswith("_out") else name
     base = base.rstrip("_")
@@ -57,6 +62,16 @@ def nested_name(symbol: str) -> list[str]:
     return parts
 
 
+def _dynamic_symbols(elf: ELFFile):
+    """The symbols the dynamic loader sees: from the PT_DYNAMIC segment (what ld.so reads, there
+    even when the section headers were stripped), else from the .dynsym section."""
+    for segment in elf.iter_segments():
+        if segment["p_type"] == "PT_DYNAMIC":
+            return segment.iter_symbols()
+    section = elf.get_section_by_name(".dynsym")
+    return section.iter_symbols() if section else ()
+
+
 def aten_compute_calls(path: str) -> list[str]:
     """`at::...` compute functions the shared object imports, sorted and deduplicated."""
     if os.path.getsize(path) > MAX_BYTES:
@@ -64,14 +79,14 @@ def aten_compute_calls(path: str) -> list[str]:
     found: set[str] = set()
     try:
         with open(path, "rb") as f:
-            section = ELFFile(f).get_section_by_name(".dynsym")
-            for index, symbol in enumerate(section.iter_symbols() if section else ()):
+            for index, symbol in enumerate(_dynamic_symbols(ELFFile(f))):
                 if index >= MAX_SYMBOLS:
                     break
                 if symbol["st_shndx"] != "SHN_UNDEF":
                     continue
                 parts = nested_name(symbol.name)
-                if parts and parts[0] in NAMESPACES and any(is_compute_op(p) for p in parts[1:]):
+                if parts and parts[0] in NAMESPACES and any(is_compute_op(p) or p in DISPATCH_BY_NAME
+                                                            for p in parts[1:]):
                     found.add("::".join(parts))
     except (ELFError, OSError, ValueError, KeyError, AttributeError):
         return []

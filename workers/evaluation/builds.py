@@ -138,6 +138,8 @@ class Builder:
         wire.close_all(message.fds)
         kind, args = message.header.get("kind"), message.header.get("args")
         try:
+            if len(self.records) >= self.settings.max_builds:
+                raise BuildRequestError(f"more than {self.settings.max_builds} extensions requested")
             args = validate(kind, args)
         except BuildRequestError as error:
             name = args.get("name") if isinstance(args, dict) else None
@@ -149,7 +151,7 @@ class Builder:
         if not record.ok:
             child.send({"type": "built", "ok": False})
             return
-        fd = os.open(record.path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = sealed_copy(record.path)
         try:
             child.send({"type": "built", "ok": True, "module": args["name"]}, fds=(fd,))
         finally:
@@ -173,12 +175,15 @@ class Builder:
                 meta = self._compile(kind, args, key, environment)
                 if "stopped" not in meta:
                     _publish(self.root, key, meta.pop("_module_path", None), meta)
+                    _evict(self.root, self.settings.extensions_cache_mb << 20, keep=key)
         record = BuildRecord(name=args["name"], key=key, cached=cached, seconds=time.monotonic() - started,
                              own_compute=has_own_compute(source_texts(kind, args)))
         if "stopped" in meta:
             record.feedback = f"building extension {args['name']} failed: {meta['stopped']}"
         elif meta["ok"]:
-            record.ok, record.path, record.aten_calls = True, os.path.join(entry, meta["file"]), meta["aten_calls"]
+            # read from the published file every time: the check may have learned since it was built
+            record.ok, record.path = True, os.path.join(entry, meta["file"])
+            record.aten_calls = binary_checks.aten_compute_calls(record.path)
         else:
             layout = (compile_errors.layout_for_inline(args.get("cpp_sources", []), args.get("cuda_sources", []),
                                                        bool(args.get("no_implicit_headers"))) if kind == "inline" else [])
@@ -219,8 +224,7 @@ class Builder:
             return {"ok": False, "log": str(error)}
         finally:
             os.close(module_fd)
-        return {"ok": True, "module": args["name"], "file": f"{args['name']}.so",
-                "aten_calls": binary_checks.aten_compute_calls(staged), "_module_path": staged}
+        return {"ok": True, "module": args["name"], "file": f"{args['name']}.so", "_module_path": staged}
 
 
 def build_environment(settings: EvalSettings) -> dict:
@@ -270,6 +274,95 @@ def _publish(root: str, key: str, module_path: str | None, meta: dict) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         if _read_meta(os.path.join(root, key)) is None:
             raise
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A published build as it travels between hosts: its key, its meta, the module's bytes (None
+    for a cached failure)."""
+    key: str
+    meta: dict
+    module: bytes | None
+
+
+def read_entry(root: str, key: str) -> CacheEntry | None:
+    """A published entry of this host's cache; None when there is none (a build that stopped)."""
+    entry = os.path.join(root, key)
+    meta = _read_meta(entry)
+    if meta is None:
+        return None
+    module = None
+    if meta["ok"]:
+        try:
+            with open(os.path.join(entry, meta["file"]), "rb") as f:
+                module = f.read(MAX_MODULE_BYTES + 1)
+        except (OSError, KeyError, TypeError):
+            return None
+    return CacheEntry(key, meta, module)
+
+
+def install_entry(root: str, entry: CacheEntry) -> bool:
+    """Publish a build made on another host under its key, unless this host has it already. The
+    same checks as a local build's output: a plain ELF module within the size limit. False when
+    the entry is refused."""
+    if not re.fullmatch(r"[0-9a-f]{64}", entry.key) or not isinstance(entry.meta.get("ok"), bool):
+        return False
+    os.makedirs(root, exist_ok=True)
+    with _locked(os.path.join(root, entry.key + ".lock")):
+        if _read_meta(os.path.join(root, entry.key)) is not None:
+            return True
+        if not entry.meta["ok"]:
+            _publish(root, entry.key, None, {"ok": False, "log": text.clean(str(entry.meta.get("log", "")), MAX_LOG)})
+            return True
+        name = entry.meta.get("module")
+        if not isinstance(name, str) or not NAME.fullmatch(name) or entry.module is None:
+            return False
+        fd = os.memfd_create("kturn-import", os.MFD_CLOEXEC)
+        staged = tempfile.mkdtemp(prefix=f"{entry.key[:16]}.in.", dir=root)
+        try:
+            with os.fdopen(os.dup(fd), "wb") as f:
+                f.write(entry.module[:MAX_MODULE_BYTES + 1])
+            _copy_plain_elf(fd, os.path.join(staged, "module.so"))
+            _publish(root, entry.key, os.path.join(staged, "module.so"), {"ok": True, "module": name, "file": f"{name}.so"})
+        except (ValueError, OSError):
+            return False
+        finally:
+            os.close(fd)
+            shutil.rmtree(staged, ignore_errors=True)
+    return True
+
+
+def sealed_copy(path: str) -> int:
+    """A memfd holding the published module, sealed against every change: what the candidate gets.
+    A descriptor of the cache file itself could be reopened for writing through /proc/self/fd
+    by a sandbox that owns it (a worker that is not root), poisoning the cache."""
+    fd = os.memfd_create("kturn-module", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    with open(path, "rb") as source, os.fdopen(os.dup(fd), "wb") as target:
+        shutil.copyfileobj(source, target, length=1 << 20)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _evict(root: str, limit: int, keep: str) -> None:
+    """Keep the cache under `limit` bytes: the least recently published entries go first. (A
+    reader holding an entry's module open is unaffected: the file lives on until closed.)"""
+    entries = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if len(name) == 64 and os.path.isdir(path):
+            try:
+                files = [os.path.join(path, f) for f in os.listdir(path)]
+                entries.append((os.stat(path).st_mtime, sum(os.path.getsize(f) for f in files), path))
+            except OSError:
+                continue
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        if os.path.basename(path) != keep:
+            shutil.rmtree(path, ignore_errors=True)
+            total -= size
 
 
 def _copy_plain_elf(fd: int, destination: str) -> None:

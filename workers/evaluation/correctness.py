@@ -4,7 +4,10 @@ holds the expected outputs).
 Signatures first (output count, exact shape, dtype and device type), then values, a stored
 range at a time: NaN positions must match (a NaN against a number fails, and vice versa),
 infinities must match in position and sign, finite values must be allclose with the dtype's
-tolerance; integer and boolean outputs must be equal.
+tolerance, and the error as a whole must be small next to the output as a whole (the relative
+norm of the difference): an absolute tolerance alone lets all-zeros pass wherever every
+expected value is below it (a softmax over a long row, a normalised vector). Integer and
+boolean outputs must be equal.
 """
 from __future__ import annotations
 
@@ -51,9 +54,11 @@ def compare_values(e: torch.Tensor, g: torch.Tensor, settings: EvalSettings) -> 
     if not (e.dtype.is_floating_point or e.dtype.is_complex):
         return _compare_exact(e, g)
     atol, rtol = settings.tolerance_for(str(e.dtype))
+    norm_tol = settings.norm_tolerance_for(str(e.dtype))
     if e.dtype.is_complex:
         e, g = torch.view_as_real(e).reshape(-1), torch.view_as_real(g).reshape(-1)
-    return _compare_float(e.to(torch.float64), g.to(torch.float64), atol, rtol)
+    e, g = e.to(torch.float64), g.to(torch.float64)
+    return _compare_float(e, g, atol, rtol) or _compare_norm(e, g, norm_tol)
 
 
 def _compare_exact(e: torch.Tensor, g: torch.Tensor) -> dict | None:
@@ -83,6 +88,18 @@ def _compare_float(e: torch.Tensor, g: torch.Tensor, atol: float, rtol: float) -
     rel = diff / e.abs().clamp_min(1e-12)
     return {"check": "values", "mismatched": int(bad.sum()), "total": e.numel(), "atol": atol, "rtol": rtol,
             "max_abs_diff": float(diff.max()), "max_rel_diff": float(rel[finite].max()), "examples": _examples(bad, e, g)}
+
+
+def _compare_norm(e: torch.Tensor, g: torch.Tensor, tolerance: float) -> dict | None:
+    finite = torch.isfinite(e)
+    expected = float(torch.linalg.vector_norm(e[finite]))
+    if expected == 0.0:
+        return None  # an all-zero expected output: the elementwise check is all there is
+    relative = float(torch.linalg.vector_norm((g - e)[finite])) / expected
+    if relative <= tolerance:
+        return None
+    return {"check": "relative_error", "relative_error": relative, "tolerance": tolerance, "total": e.numel(),
+            "examples": []}
 
 
 def _examples(bad: torch.Tensor, e: torch.Tensor, g: torch.Tensor) -> list[dict]:
@@ -134,6 +151,9 @@ def describe_failure(failure: dict) -> str:
         if failure["number_where_expected_nan"]:
             parts.append(f"a number where the reference has NaN at {failure['number_where_expected_nan']} positions")
         return f"{out} has {' and '.join(parts)} ({where})"
+    if check == "relative_error":
+        return (f"{out} is off as a whole: the norm of its error is {failure['relative_error']:.3g} of the norm of the "
+                f"reference's output (at most {failure['tolerance']:g}; {where})")
     if check == "inf":
         return f"{out} has infinities that do not match the reference at {failure['mismatched']} positions ({where})"
     text = f"{out} differs from the reference at {failure['mismatched']} of {failure['total']} compared positions ({where}"

@@ -13,8 +13,8 @@ THREADS_OR_SUBPROCESSES = "threads_or_subprocesses"
 TIMER_TAMPERING = "timer_tampering"        # time.* / CUDA events / synchronize patched
 HARNESS_TAMPERING = "harness_tampering"    # the channel forged, outputs changed after they were reported, ...
 MONKEYPATCH_TORCH = "monkeypatch_torch"
-PRECISION_DOWNGRADE = "precision_downgrade"
 # informational
+PRECISION_DOWNGRADE = "precision_downgrade"  # low precision on an fp32 problem: the tolerance decides
 TORCH_COMPUTE_OPS = "torch_compute_ops"    # PyTorch computes part of the answer (a partial replacement)
 TORCH_FALLBACK = "torch_fallback"          # a try/except around the kernel build or launch
 SPEEDUP_RECHECKED = "speedup_rechecked"
@@ -32,7 +32,6 @@ DEFAULT_STRICT_FLAGS: tuple[str, ...] = (
     TIMER_TAMPERING,
     HARNESS_TAMPERING,
     MONKEYPATCH_TORCH,
-    PRECISION_DOWNGRADE,
 )
 
 # Flags relaxed by a "the reference's own torch code wrapped as ModelNew" calibration run.

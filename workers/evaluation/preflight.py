@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from . import text
 from .sandbox.child import Child, Spec
-from .session import PROBLEM, ReferenceFault, Workspace, go, make_inputs, out_of_memory, output_bytes, reference_step
+from .session import PROBLEM, ReferenceFault, Workspace, go, job_for, make_inputs, out_of_memory, output_bytes, reference_step
 from .settings import EvalSettings
 
 FIRST_CHUNK = 1 << 30
@@ -38,8 +38,7 @@ def preflight(reference_src: str, settings: EvalSettings) -> ProblemCheck:
         child = Child(Spec("reference", settings, ws.root, files={PROBLEM: ws.write("problem.py", reference_src)}))
         try:
             child.start()
-            job = {"type": "job", "role": "reference", "device": settings.device, "cpu_threads": settings.cpu_threads,
-                   "init_seed": secrets.randbits(31), "problem_path": child.path_for(PROBLEM)}
+            job = job_for(child, "reference", settings, secrets.randbits(31))
             _, setup_s = reference_step(lambda: child.request(job, "ready", settings.compile_timeout_s))
             seeds = [secrets.randbits(62)]
             handover = make_inputs(child, seeds, settings.run_timeout_s) if settings.device == "cpu" else None

@@ -13,6 +13,7 @@ are compared is decided only after the candidate said it had computed them all.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import math
 import os
@@ -29,6 +30,7 @@ from .sandbox.child import Child, ChildFailed, ChildTimeout, Exit, Spec
 from .settings import EvalSettings
 
 FIRST_CHUNK = 1 << 30       # the reference's first batch, before output sizes are known
+STORE_GRACE_S, STORE_RATE = 10.0, 50e6  # a store's time limit: seconds, plus bytes at this rate
 MAX_CHECKSUMS = 16_384
 MAX_STORE_ITEMS = 4096
 PROBLEM, SOLUTION = "/job/problem.py", "/job/solution.py"
@@ -133,6 +135,22 @@ class Workspace:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+SEAL_TRIES = 20
+
+
+def seal(fd: int, seals: int) -> None:
+    """Add seals to a memfd. F_SEAL_WRITE answers EBUSY while the kernel still holds references to
+    pages just written (a moment after the writer is done): try again briefly."""
+    for attempt in range(SEAL_TRIES):
+        try:
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+            return
+        except OSError as error:
+            if error.errno != errno.EBUSY or attempt + 1 == SEAL_TRIES:
+                raise
+            time.sleep(0.001 * (attempt + 1))
+
+
 @dataclass
 class Handover:
     """A batch's inputs in a sealed memfd (CPU): what the reference generated, as it did."""
@@ -148,7 +166,7 @@ class Handover:
             raise ValueError("no memfd or sizes")
         if os.fstat(self.fd).st_size != self.call_bytes * calls:
             raise ValueError("memfd of the wrong size")
-        fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+        seal(self.fd, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
 
 
 @dataclass
@@ -172,6 +190,7 @@ class Session:
         self.outcome = PassOutcome()
         self.init_seed = secrets.randbits(31)
         self.chunk = FIRST_CHUNK
+        self.deadline = time.monotonic() + settings.evaluation_timeout_s
 
     def run(self) -> PassOutcome:
         with Workspace() as ws:
@@ -234,6 +253,10 @@ class Session:
             self.outcome.walls["windows_s"] = round(self.outcome.walls["windows_s"] + reference.window_s, 4)
         self.outcome.batches = timed
 
+    def _limit(self, per_request: float) -> float:
+        """A request's time limit, within what is left of the pass's own (evaluation_timeout_s)."""
+        return max(0.001, min(per_request, self.deadline - time.monotonic()))
+
     @contextlib.contextmanager
     def _timed(self, name: str):
         """Add the wall time of a step to the pass's phase breakdown (stored with the turn)."""
@@ -246,19 +269,11 @@ class Session:
 
     # --- set-up ----------------------------------------------------------------------------------
 
-    def _job(self, child: Child, role: str) -> dict:
-        job = {"type": "job", "role": role, "device": self.settings.device, "cpu_threads": self.settings.cpu_threads,
-               "init_seed": self.init_seed, "problem_path": child.path_for(PROBLEM)}
-        if role == "candidate":
-            job.update(solution_path=child.path_for(SOLUTION),
-                       use_triton=self.settings.backend == "triton" or "triton" in self.solution_src)
-        return job
-
     def _setup(self, ref: Child, cand: Child, builder: Builder) -> None:
         """Both children set up at once; the candidate's build requests are served as they come."""
-        limit = self.settings.compile_timeout_s
-        ref_job = reference_step(lambda: ref.send_request(self._job(ref, "reference")))
-        cand_job = self._candidate("setup", lambda: cand.send_request(self._job(cand, "candidate")))
+        limit = self._limit(self.settings.compile_timeout_s)
+        ref_job = reference_step(lambda: ref.send_request(job_for(ref, "reference", self.settings, self.init_seed)))
+        cand_job = self._candidate("setup", lambda: cand.send_request(job_for(cand, "candidate", self.settings, self.init_seed, self.solution_src)))
         if cand_job is None:
             return
         ready, seconds = reference_step(lambda: ref.await_reply(ref_job, "ready", limit))
@@ -276,7 +291,7 @@ class Session:
 
     def _finish(self, cand: Child) -> dict | None:
         try:
-            reply, _ = cand.request({"type": "finish"}, "finished", self.settings.run_timeout_s)
+            reply, _ = cand.request({"type": "finish"}, "finished", self._limit(self.settings.run_timeout_s))
         except (ChildFailed, ChildTimeout, wire.ProtocolError) as error:
             self.outcome.fault = CandidateFault("run", error)
             return None
@@ -336,14 +351,14 @@ class Session:
         return calls
 
     def _make(self, ref: Child, seeds: list[int]) -> Handover:
-        return make_inputs(ref, seeds, self.settings.run_timeout_s)
+        return make_inputs(ref, seeds, self._limit(self.settings.run_timeout_s))
 
     def _go(self, child: Child, seeds: list[int], chunk: int, handover: "Handover | None", trusted: bool,
             serve=None) -> Batch:
         # a CPU candidate is frozen the moment it answers: its outputs are read from its memory as
         # they were when the parent's clock stopped
         hold = not trusted and self.settings.device == "cpu"
-        return go(child, seeds, chunk, handover, trusted, self.settings.run_timeout_s, serve=serve, hold=hold)
+        return go(child, seeds, chunk, handover, trusted, self._limit(self.settings.run_timeout_s), serve=serve, hold=hold)
 
     def _candidate(self, phase: str, step):
         try:
@@ -402,7 +417,9 @@ class Session:
     def _collect(self, child: Child, batch: Batch, ranges: list, out_bytes: list[int]) -> bytes | str:
         """The chosen ranges' bytes, one after the other (a string: the child kept a way to change them)."""
         if self.settings.device != "cpu":
-            return _store(child, ranges, self.settings.run_timeout_s)
+            # an untimed step: as long as moving these bytes can honestly take, not a whole request's limit
+            total = sum(r[3] for r in ranges)
+            return _store(child, ranges, self._limit(min(self.settings.run_timeout_s, STORE_GRACE_S + total / STORE_RATE)))
         parts = []
         for call, output, start, length in ranges:
             address, size = batch.addresses[call * len(out_bytes) + output]
@@ -465,6 +482,16 @@ def out_of_memory(fault: ReferenceFault, exit_: Exit | None, settings: EvalSetti
         return ReferenceFault(f"the reference program needs more memory than the cap of {settings.memory_limit_mb} MB "
                               "(memory_limit_mb)", transient=False)
     return fault
+
+
+def job_for(child: Child, role: str, settings: EvalSettings, init_seed: int, solution_src: str = "") -> dict:
+    """The request that sets a child up: import the problem (and the solution), build the model."""
+    job = {"type": "job", "role": role, "device": settings.device, "cpu_threads": settings.cpu_threads,
+           "init_seed": init_seed, "problem_path": child.path_for(PROBLEM)}
+    if role == "candidate":
+        job.update(solution_path=child.path_for(SOLUTION),
+                   use_triton=settings.backend == "triton" or "triton" in solution_src)
+    return job
 
 
 # --- one batch ------------------------------------------------------------------------------------------
@@ -629,7 +656,7 @@ def _store(child: Child, ranges: list, timeout: float) -> bytes | str:
             offset += length
         child.request({"type": "store", "items": items}, "stored", timeout, fds=(fd,))
         try:
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+            seal(fd, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
         except OSError:
             return "the child kept its outputs mapped writable after storing them"
         return _read_exactly(fd, 0, total)

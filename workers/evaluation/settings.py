@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from .flags import DEFAULT_STRICT_FLAGS
 
 BACKENDS = ("cpp", "cuda", "triton")
+CUDA_ARCH_LIST = re.compile(r"[0-9]+\.[0-9]+[af]?(\+PTX)?([ ;][0-9]+\.[0-9]+[af]?(\+PTX)?)*")
 DEVICES = ("cpu", "cuda")
 
 
@@ -19,7 +21,8 @@ class EvalSettings:
     correctness_trials: int = 5       # at least this many calls on fresh inputs are compared
     atol: float = 1e-4              # fp32 tolerances
     rtol: float = 1e-4
-    low_precision_tol: float = 1e-2  # fp16/bf16: used as both atol and rtol
+    low_precision_tol: float = 1e-2  # fp16/bf16: used as both atol and rtol (and as the norm tolerance)
+    norm_rtol: float = 1e-3          # |got - expected| / |expected| over all compared values (fp32)
     warmup_runs: int = 3              # warm-up batches (compared, not timed; at least one)
     timing_trials: int = 20           # timed batches: each one sample of the per-call time
     timing_batch_ms: float = 10.0     # a batch makes enough calls to take about this long
@@ -28,6 +31,9 @@ class EvalSettings:
     verify_mb_per_batch: int = 4      # output bytes compared with the reference's per batch (chosen at random)
     compile_timeout_s: float = 600.0  # bounds the child's start-up, the solution's import and its builds
     run_timeout_s: float = 120.0      # bounds each request of the run (a batch, a store)
+    evaluation_timeout_s: float = 1800.0  # bounds a whole pass (set-up, batches, baseline) whatever each request takes
+    max_builds: int = 8               # extensions one answer may have built
+    extensions_cache_mb: int = 20480  # the build cache is kept under this size (oldest entries go first)
     memory_limit_mb: int = 4096       # memory cgroup per child (RLIMIT_AS on a CPU host without one)
     tmp_mb: int = 1024                # each private tmpfs (/tmp, /var/tmp, /dev/shm) of a child
     cpu_threads: int = 1              # same for reference and candidate
@@ -35,7 +41,7 @@ class EvalSettings:
     speedup_disagreement_factor: float = 2.0  # recheck speedup off by more than this: not believed
     extensions_dir: str | None = None  # default $KTURN_EXTENSIONS_DIR or ~/.cache/kturn/extensions
     max_build_jobs: int = 2
-    cuda_arch_list: str | None = None  # TORCH_CUDA_ARCH_LIST for builds (default: the worker's environment)
+    cuda_arch_list: str | None = None  # TORCH_CUDA_ARCH_LIST for builds (default: torch's choice for the visible GPU)
     strict_flags: tuple[str, ...] = DEFAULT_STRICT_FLAGS  # flags that disqualify (reward 0)
     skip_run_when_disqualified: bool = True  # a static strict flag ends the evaluation before any child runs
     max_processes: int = 512          # pids cgroup per child; RLIMIT_NPROC where no cgroup
@@ -44,7 +50,7 @@ class EvalSettings:
     # [sandbox_uid, sandbox_uid + sandbox_uid_pool), group sandbox_uid (see sandbox/users.py).
     # Unassigned ids by default: no host account or file belongs to them. 0 turns it off.
     sandbox_uid: int = 1_000_000_000
-    sandbox_uid_pool: int = 64
+    sandbox_uid_pool: int = 4096
 
     def __post_init__(self) -> None:
         # settings round-trip through JSON (run configs): lists come back, keep it hashable
@@ -64,6 +70,12 @@ class EvalSettings:
             return self.low_precision_tol, self.low_precision_tol
         return self.atol, self.rtol
 
+    def norm_tolerance_for(self, dtype_name: str) -> float:
+        """How large the error's norm may be next to the output's norm."""
+        if dtype_name in ("torch.float16", "torch.bfloat16"):
+            return self.low_precision_tol
+        return self.norm_rtol
+
     @property
     def timing_meaningful(self) -> bool:
         # Triton on CPU runs under TRITON_INTERPRET=1: numbers would time the interpreter.
@@ -80,3 +92,5 @@ class EvalSettings:
             raise ValueError("correctness_trials and timing_trials must be >= 1, warmup_runs >= 0")
         if self.timing_batch_ms <= 0 or self.max_calls_per_batch < 1 or self.verify_mb_per_batch < 1:
             raise ValueError("timing_batch_ms, max_calls_per_batch and verify_mb_per_batch must be positive")
+        if self.cuda_arch_list is not None and not CUDA_ARCH_LIST.fullmatch(self.cuda_arch_list):
+            raise ValueError(f"cuda_arch_list {self.cuda_arch_list!r} is not a TORCH_CUDA_ARCH_LIST such as '9.0' or '8.0;9.0+PTX'")

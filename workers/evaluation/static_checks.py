@@ -19,7 +19,9 @@ THREAD_MODULES = {"threading", "_thread", "multiprocessing", "concurrent", "subp
 THREAD_CALL_PREFIXES = ("os.fork", "os.forkpty", "os.system", "os.popen", "os.spawn", "os.exec",
                         "os.posix_spawn", "os.register_at_fork", "os.kill", "os.killpg")
 TAMPER_MODULES = {"gc", "inspect", "builtins", "importlib", "signal", "faulthandler", "sys.monitoring",
-                  "tracemalloc", "atexit"}
+                  "tracemalloc", "atexit", "runpy",
+                  # kturn itself: the harness code that runs beside the solution, and the rest of it
+                  "workers", "orchestrator", "db"}
 # (os.environ and os._exit are deliberately absent: setting TORCH_CUDA_ARCH_LIST is common
 # and exiting is a crash, handled at run time.)
 TAMPER_ATTRS = {"sys.modules", "sys._getframe", "sys.settrace", "sys.setprofile", "sys.argv",
@@ -222,13 +224,26 @@ class _Module(ast.NodeVisitor):
 
     def _check_triton_body(self, kernel) -> None:
         """A Triton kernel's body is Triton's language; on the CPU interpreter it runs as Python,
-        where a torch call inside it would be PyTorch doing the work under a kernel's name."""
-        for node in ast.walk(kernel):
+        where a torch call inside it (or in a plain function it calls) would be PyTorch doing the
+        work under a kernel's name."""
+        for node in (n for body in self._reached_from(kernel) for n in ast.walk(body)):
             q = qualname(node, self.aliases) if isinstance(node, (ast.Name, ast.Attribute)) else None
             if q and (q == "torch" or q.startswith("torch.")) or isinstance(node, ast.Name) and node.id in ("torch", "np", "numpy"):
                 self.flags.add(F.NO_CUSTOM_KERNEL, f"{_line(node)}: Triton kernel {kernel.name}() uses "
                                                    f"{q or getattr(node, 'id', 'torch')}: PyTorch would do the work")
                 return
+
+    def _reached_from(self, kernel) -> list:
+        """The kernel and the module-level functions it calls by name, transitively."""
+        functions = {n.name: n for n in getattr(self.tree, "body", []) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        seen, todo = {kernel.name: kernel}, [kernel]
+        while todo:
+            for call in (n for n in ast.walk(todo.pop()) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
+                callee = functions.get(call.func.id)
+                if callee is not None and callee.name not in seen:
+                    seen[callee.name] = callee
+                    todo.append(callee)
+        return list(seen.values())
 
     visit_AsyncFunctionDef = visit_FunctionDef
 

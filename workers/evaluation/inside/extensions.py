@@ -86,6 +86,14 @@ class Extensions:
             fn = getattr(module, name)
             if not name.startswith("__") and type(fn).__name__ == "builtin_function_or_method":
                 setattr(module, name, self._counted(fn))
+            elif isinstance(fn, type) and type(fn).__name__ == "pybind11_type":
+                self._count_methods(fn)
+
+    def _count_methods(self, cls) -> None:
+        """The methods of a class the extension binds (a kernel kept on a C++ object)."""
+        for name, method in list(vars(cls).items()):
+            if not name.startswith("__") and type(method).__name__ == "instancemethod":
+                setattr(cls, name, self._counted(method.__func__))
 
     def _counted(self, fn):
         extensions = self

@@ -136,6 +136,8 @@ def command(view: View, child: list[str], root: bool) -> list[str]:
             args.add("--ro-bind", f"/etc/{name}", f"/etc/{name}")
     args.argv += ["--ro-bind", "/sys", "/sys", "--proc", "/proc", "--dev", "/dev"]
     args.made.update({"/sys", "/proc", "/dev"})
+    if os.path.isdir("/sys/fs/cgroup"):  # other evaluations' groups (named by their worker's pid) are not its business
+        args.argv += ["--tmpfs", "/sys/fs/cgroup"]
     for dest in ("/tmp", "/var/tmp", "/dev/shm"):
         args.parents(dest)
         args.argv += ["--perms", "1777", "--size", str(view.tmp_mb << 20), "--tmpfs", dest]

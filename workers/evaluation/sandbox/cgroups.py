@@ -21,7 +21,7 @@ import uuid
 PARENT = "kturn"
 KILL_ROUNDS = 50
 REMOVE_WAIT_S = 2.0
-CONTROLLERS = ("pids", "memory", "cpu")
+CONTROLLERS = ("pids", "memory", "cpu", "cpuset")
 CPU_PERIOD_US = 100_000
 FREEZE_WAIT_S = 5.0
 
@@ -204,6 +204,18 @@ def _sweep_orphans(parent: str) -> None:
                 pass
 
 
+def cores_for(count: int) -> list[int]:
+    """`count` of the cores this worker may use, spread across workers by pid: the cores a child
+    is pinned to (so that no thread of a candidate can run beside the cores the reference had)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    start = os.getpid() % len(allowed)
+    return [allowed[(start + i) % len(allowed)] for i in range(min(max(1, count), len(allowed)))]
+
+
+def _cpu_list(cores: list[int]) -> str:
+    return ",".join(str(c) for c in cores)
+
+
 def _create_v1(own: dict, mounts: list, name: str, max_processes: int, memory_bytes: int | None,
                cpus: float | None) -> Group | None:
     points = {c: m for m, fstype, opts in mounts if fstype == "cgroup" for c in opts}
@@ -216,6 +228,10 @@ def _create_v1(own: dict, mounts: list, name: str, max_processes: int, memory_by
         wanted["cpu"] = [("cpu.cfs_period_us", CPU_PERIOD_US), ("cpu.cfs_quota_us", int(cpus * CPU_PERIOD_US))]
     if "freezer" in points:
         wanted["freezer"] = []
+    if cpus and "cpuset" in points:  # cpus before cpuset.cpus: a v1 cpuset needs both set to take tasks
+        parent = points["cpuset"] + own.get("cpuset", "/")
+        wanted["cpuset"] = [("cpuset.mems", _read(os.path.join(parent, "cpuset.mems")).strip() or "0"),
+                            ("cpuset.cpus", _cpu_list(cores_for(int(cpus))))]
     dirs, caps = [], {}
     for controller, knobs in wanted.items():
         parent = points[controller] + own.get(controller, "/")
@@ -225,6 +241,11 @@ def _create_v1(own: dict, mounts: list, name: str, max_processes: int, memory_by
         path = _make(parent, name)
         if path is None:
             continue
+        if controller == "cpuset":  # v1: the kturn level needs its cpus and mems before a child can
+            for knob in ("cpuset.mems", "cpuset.cpus"):
+                base = os.path.join(parent, PARENT, knob)
+                if not _read(base).strip():
+                    _write(base, _read(os.path.join(parent, knob)).strip())
         dirs.append(path)
         for knob, value in knobs:
             if _write(os.path.join(path, knob), str(value)):
@@ -266,6 +287,8 @@ def _create_v2(own: dict, mounts: list, name: str, max_processes: int, memory_by
         quota = f"{int(cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}" if cpus else None
         if quota and _write(os.path.join(path, "cpu.max"), quota):
             caps["cpu.max"] = quota
+        if cpus and _write(os.path.join(path, "cpuset.cpus"), _cpu_list(cores_for(int(cpus)))):
+            caps["cpuset.cpus"] = _read(os.path.join(path, "cpuset.cpus")).strip()
         group = _keep_if_capped(Group("v2", [path], caps))
         if group is not None:
             return group

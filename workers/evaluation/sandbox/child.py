@@ -172,6 +172,7 @@ class Child:
             "private_proc": sandboxed,
             "process_cap": f"cgroup-{self.group.version}" if self.group else "rlimit",
             "cpu_quota": bool(caps.get("cpu.max") or caps.get("cpu.cfs_quota_us")),
+            "cpu_cores": caps.get("cpuset.cpus"),
             "memory_cap": (f"cgroup-{self.group.version}" if memory else
                            ("rlimit-as" if self.spec.settings.device == "cpu" else None)),
             "memory_limit_mb": self.spec.settings.memory_limit_mb if memory or self.spec.settings.device == "cpu" else None,

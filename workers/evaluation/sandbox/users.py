@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import random
 import tempfile
 from dataclasses import dataclass
 
@@ -31,7 +32,9 @@ def acquire(first_uid: int, pool: int) -> SandboxUser | None:
     if os.geteuid() != 0 or not first_uid or pool < 1:
         return None
     os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    for slot in range(pool):
+    # a random free slot, not the lowest: what one child leaves with its uid (a key in the uid's
+    # kernel keyring, say) is unlikely to meet the next child
+    for slot in random.sample(range(pool), pool):
         fd = os.open(os.path.join(LOCK_DIR, f"{slot}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
