@@ -5,7 +5,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -43,7 +43,9 @@ class TurnState(str, enum.Enum):
     generating = "generating"
     generated = "generated"      # waits for cleaning
     cleaning = "cleaning"
-    cleaned = "cleaned"          # waits for evaluation
+    cleaned = "cleaned"          # waits for its build
+    building = "building"
+    built = "built"              # waits for evaluation
     evaluating = "evaluating"
     done = "done"
     failed = "failed"
@@ -51,6 +53,8 @@ class TurnState(str, enum.Enum):
 
 
 FINAL_TURN_STATES = (TurnState.done, TurnState.failed, TurnState.cancelled)
+WAITING_TURN_STATES = (TurnState.pending, TurnState.generated, TurnState.cleaned, TurnState.built)
+WORKING_TURN_STATES = (TurnState.generating, TurnState.cleaning, TurnState.building, TurnState.evaluating)
 
 
 class Run(Base):
@@ -140,6 +144,9 @@ class Turn(Base):
     no_code_reason: Mapped[str | None] = mapped_column(Text)
     cleaning_warnings: Mapped[list[Any] | None]
 
+    # build (ahead of evaluation, on a CPU host): what was built and how long it took
+    prebuild: Mapped[dict[str, Any] | None]
+
     # evaluation
     compiled: Mapped[bool | None] = mapped_column(Boolean)
     correct: Mapped[bool | None] = mapped_column(Boolean)
@@ -158,6 +165,7 @@ class Turn(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     generated_at: Mapped[datetime | None]
     cleaned_at: Mapped[datetime | None]
+    built_at: Mapped[datetime | None]
     evaluated_at: Mapped[datetime | None]
 
     trajectory: Mapped[Trajectory] = relationship(back_populates="turns")
@@ -176,6 +184,28 @@ class TurnTokens(Base):
     output_logprobs: Mapped[list[float] | None] = mapped_column(TokenArray("f"))
     weight_version: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Build(Base):
+    """A candidate extension built by a build worker, keyed by the build cache's key (sources,
+    arguments, toolchain, environment): how a build reaches an evaluate worker on another host."""
+
+    __tablename__ = "builds"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    meta: Mapped[dict[str, Any]]
+    module: Mapped[bytes | None] = mapped_column(LargeBinary)  # NULL for a failed build
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TurnBuild(Base):
+    """Which builds a turn's answer asked for."""
+
+    __tablename__ = "turn_builds"
+
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(ForeignKey("builds.key", ondelete="CASCADE"), primary_key=True, index=True)
 
 
 class Baseline(Base):

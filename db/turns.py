@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db.models import FINAL_TURN_STATES, Trajectory, TrajectoryStatus, Turn, TurnState, utcnow
+from db.models import FINAL_TURN_STATES, WAITING_TURN_STATES, WORKING_TURN_STATES, Trajectory, TrajectoryStatus, Turn, TurnState, utcnow
 
 
 def db_now(session: Session) -> datetime:
@@ -117,12 +117,12 @@ def finish_trajectory(session: Session, trajectory_id: int, status: TrajectorySt
 
 
 def expired_leases(session: Session, now: datetime) -> list[Turn]:
-    working = [TurnState.generating.value, TurnState.cleaning.value, TurnState.evaluating.value]
+    working = [state.value for state in WORKING_TURN_STATES]
     return list(session.scalars(select(Turn).where(Turn.state.in_(working), Turn.lease_expires_at < now).order_by(Turn.id)))
 
 
 def waiting_since(session: Session, before: datetime) -> list[Turn]:
-    waiting = [TurnState.pending.value, TurnState.generated.value, TurnState.cleaned.value]
+    waiting = [state.value for state in WAITING_TURN_STATES]
     return list(session.scalars(select(Turn).where(Turn.state.in_(waiting), Turn.updated_at <= before).order_by(Turn.id)))
 
 

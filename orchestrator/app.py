@@ -18,7 +18,7 @@ from orchestrator import gpu_pinning  # noqa: F401  (connects its signal: one GP
 from orchestrator.settings import get_settings
 from orchestrator.stages import STAGES
 
-TASK_MODULES = ["workers.generation.tasks", "workers.cleaning.tasks", "workers.evaluation.tasks"]
+TASK_MODULES = ["workers.generation.tasks", "workers.cleaning.tasks", "workers.building.tasks", "workers.evaluation.tasks"]
 
 
 def create_app() -> Celery:

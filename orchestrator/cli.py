@@ -115,6 +115,7 @@ def run(
     gamma: Annotated[Optional[float], typer.Option(help="Discount of the return over turns (default 0.4).")] = None,
     early_stop: Annotated[Optional[float], typer.Option(help="End a trajectory once a turn's reward reaches this (default 1.3).")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds each correctness and timing phase may run.")] = None,
+    cuda_arch: Annotated[Optional[str], typer.Option(help="TORCH_CUDA_ARCH_LIST of the GPUs, e.g. '9.0' for H100: CUDA answers are then built ahead on CPU build workers (without it, on the GPU host).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress and return when the run ends.")] = False,
     json_output: JsonFlag = False,
 ) -> None:
@@ -130,7 +131,8 @@ def run(
             **({"early_stop_reward": early_stop} if early_stop is not None else {}),
         )
         config.sampling.update({k: v for k, v in overrides.items() if v is not None})
-        config.evaluation.update(backend=backend.value, device=device.value, **({"run_timeout_s": timeout} if timeout else {}))
+        config.evaluation.update(backend=backend.value, device=device.value, **({"run_timeout_s": timeout} if timeout else {}),
+                                 **({"cuda_arch_list": cuda_arch} if cuda_arch else {}))
         config.generation.update(record_tokens=record_tokens, tokenizer=tokenizer, **({"stream_interval": stream_interval} if stream_interval else {}))
         if not loop_abort:
             config.generation["loop_abort"] = None

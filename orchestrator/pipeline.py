@@ -25,12 +25,12 @@ from orchestrator.queues import enqueue
 from orchestrator.rewards import discounted_returns
 from orchestrator.run_config import RunConfig
 from orchestrator.settings import get_settings
-from orchestrator.stages import CLEAN, EVALUATE, GENERATE, Stage
+from orchestrator.stages import BUILD, CLEAN, EVALUATE, GENERATE, Stage
 
 log = logging.getLogger("kturn.pipeline")
 
-STAGE_TIMESTAMP = {GENERATE.name: "generated_at", CLEAN.name: "cleaned_at", EVALUATE.name: "evaluated_at"}
-NEXT_STAGE = {GENERATE.name: CLEAN, CLEAN.name: EVALUATE}
+STAGE_TIMESTAMP = {GENERATE.name: "generated_at", CLEAN.name: "cleaned_at", BUILD.name: "built_at", EVALUATE.name: "evaluated_at"}
+NEXT_STAGE = {GENERATE.name: CLEAN, CLEAN.name: BUILD, BUILD.name: EVALUATE}
 
 
 @dataclass(frozen=True)

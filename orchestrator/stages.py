@@ -1,4 +1,4 @@
-"""The three stages of a turn: their queue, task name, and the states they claim from and to."""
+"""The four stages of a turn: their queue, task name, and the states they claim from and to."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,7 +24,8 @@ class Stage:
 
 GENERATE = Stage("generate", TurnState.pending, TurnState.generating, TurnState.generated)
 CLEAN = Stage("clean", TurnState.generated, TurnState.cleaning, TurnState.cleaned)
-EVALUATE = Stage("evaluate", TurnState.cleaned, TurnState.evaluating, TurnState.done)
-STAGES = (GENERATE, CLEAN, EVALUATE)
+BUILD = Stage("build", TurnState.cleaned, TurnState.building, TurnState.built)
+EVALUATE = Stage("evaluate", TurnState.built, TurnState.evaluating, TurnState.done)
+STAGES = (GENERATE, CLEAN, BUILD, EVALUATE)
 BY_WORKING_STATE = {stage.working.value: stage for stage in STAGES}
 BY_WAITING_STATE = {stage.waiting.value: stage for stage in STAGES}

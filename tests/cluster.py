@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from orchestrator.problems import BUNDLED_DIR
+from orchestrator.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,10 +87,13 @@ class Cluster:
         return http_json(f"{self.double_url}/_double/requests")
 
     def start_worker(self, queue: str, *options: str) -> str:
-        """A Celery worker for `queue`; `options` replace the default `-c 1` (e.g. "-P", "threads", "-c", "16")."""
+        """A Celery worker for `queue`; `options` replace the default `-c 1` (e.g. "-P", "threads", "-c", "16").
+        Evaluate workers get an extension cache of their own, as on a GPU host that shares no
+        filesystem with the build hosts: what they load comes through Postgres."""
         name = f"{queue}-{uuid.uuid4().hex[:6]}"
+        env = {**self.env, "KTURN_EXTENSIONS_DIR": str(self.workdir / "evaluate-host-cache")} if queue == "evaluate" else None
         self._spawn(name, [sys.executable, "-m", "celery", "-A", "orchestrator.app", "worker", "-Q", queue, *(options or ("-c", "1")),
-                           "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-l", "info"])
+                           "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-l", "info"], env=env)
         wait_for(lambda: "ready." in self.log(name), 60, f"the {queue} worker")
         return name
 
@@ -159,8 +163,8 @@ def started(workdir: Path, database_url: str, redis_url: str, script: dict, *dou
     try:
         cluster.start_double(script, *double_args)
         cluster.kturn("db", "upgrade")
-        for queue in ("generate", "clean", "evaluate"):
-            cluster.start_worker(queue)
+        for stage in STAGES:
+            cluster.start_worker(stage.queue)
         yield cluster
     finally:
         cluster.stop_all()

@@ -56,7 +56,7 @@ def load() -> dict:
 def test_compose_file_is_valid():
     document = load()
     assert compose_errors(document) == []
-    assert {"postgres", "redis", "sglang", "generate", "clean", "evaluate", "reconciler", "flower", "metrics"} <= set(document["services"])
+    assert {"postgres", "redis", "sglang", "generate", "clean", "build", "evaluate", "reconciler", "flower", "metrics"} <= set(document["services"])
     assert "FLOWER_BASIC_AUTH" in document["services"]["flower"]["environment"]
     assert "FLOWER_UNAUTHENTICATED_API" not in COMPOSE.read_text()
 

@@ -52,7 +52,7 @@ def test_every_turn_is_stored_once_and_done(finished_run, db):
     assert set(keys.values()) == {1}
     assert {t["state"] for t in turns} == {"done"}
     assert rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id) == [{"status": "completed"}]
-    assert all(t["generated_at"] and t["cleaned_at"] and t["evaluated_at"] for t in turns)
+    assert all(t["generated_at"] and t["cleaned_at"] and t["built_at"] and t["evaluated_at"] for t in turns)
 
 
 def test_stage_results_are_stored(finished_run, db):
@@ -70,6 +70,25 @@ def test_stage_results_are_stored(finished_run, db):
         assert right["correct"] is True and right["runtime_ms"] > 0 and right["baseline_ms"] > 0
         assert right["finish_reason"] == {"type": "stop", "matched": "```\n```"}
         assert again["correct"] is True
+
+
+def test_builds_are_made_by_the_build_worker_and_travel_through_postgres(finished_run, db):
+    """The evaluate worker has a cache of its own (no filesystem shared with the build worker):
+    every extension it loads was built by the build worker and reached it through Postgres."""
+    with_code = [t for t in turns_of(db, finished_run[0]) if t["code"] and "load_inline" in t["code"]]
+    assert with_code
+    for turn in with_code:
+        made = turn["prebuild"]["builds"]
+        loaded = turn["evaluation"]["details"]["builds"]
+        assert [b["key"] for b in made] == [b["key"] for b in loaded]
+        assert all(b["cached"] for b in loaded), loaded  # found ready, nothing compiled on the evaluate host
+        assert [b["ok"] for b in made] == [b["ok"] for b in loaded]
+    travelled = rows(db, """SELECT count(DISTINCT b.key) AS n FROM builds b JOIN turn_builds tb ON tb.key = b.key
+                            JOIN turns t ON t.id = tb.turn_id JOIN trajectories tr ON tr.id = t.trajectory_id
+                            WHERE tr.run_id = :run""", run=finished_run[0])[0]["n"]
+    assert travelled >= 2  # a failed build (the compile error) and working ones
+    skipped = [t for t in turns_of(db, finished_run[0]) if t["code"] and "load_inline" not in t["code"]]
+    assert all(t["prebuild"] == {"skipped": "no extension to build"} for t in skipped)
 
 
 def test_next_prompt_is_built_from_stored_feedback(finished_run, db):
@@ -120,12 +139,12 @@ def test_status_command_shows_the_run(finished_run, cluster):
 def test_flower_sees_workers_per_queue_and_the_run_tasks(finished_run, cluster, db):
     url = cluster.start_flower()
     workers = wait_for(lambda: _workers_with_queues(url), 60, "Flower to list the workers")
-    assert {"generate", "clean", "evaluate"} <= set(workers.values())
+    assert {"generate", "clean", "build", "evaluate"} <= set(workers.values())
     turn_ids = {t["id"] for t in turns_of(db, finished_run[0])}
     # Flower learns tasks from events: run a small new run while it watches.
     cluster.kturn(*run_args(cluster, 1, 1, "--id", "2"), "--wait")
     tasks = wait_for(lambda: [t for t in http_json(f"{url}/api/tasks").values() if t.get("name", "").startswith("kturn.")], 60, "Flower to see tasks")
-    assert {"kturn.generate", "kturn.clean", "kturn.evaluate"} <= {t["name"] for t in tasks}
+    assert {"kturn.generate", "kturn.clean", "kturn.build", "kturn.evaluate"} <= {t["name"] for t in tasks}
     assert all(t["state"] == "SUCCESS" for t in tasks)
     assert not {int(t["args"].strip("[]()")) for t in tasks} & turn_ids  # the new run's turns, seen live
 

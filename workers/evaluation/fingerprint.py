@@ -96,5 +96,8 @@ def fingerprint_key(fingerprint: dict) -> str:
 
 
 def toolchain(fingerprint: dict) -> dict:
-    """What a build depends on besides its sources and environment (part of the build key)."""
-    return {k: fingerprint.get(k) for k in ("cxx", "nvcc", "torch", "torch_cuda", "python", "platform", "harness_version")}
+    """What a build depends on besides its sources and environment (part of the build key): the
+    compilers, libraries, architecture and C library, not the GPU or the kernel's version, so a
+    CPU build host and a GPU host running the same image make the same key."""
+    material = {k: fingerprint.get(k) for k in ("cxx", "nvcc", "torch", "torch_cuda", "python", "harness_version")}
+    return {**material, "machine": platform.machine(), "libc": "-".join(platform.libc_ver())}

@@ -1,7 +1,7 @@
 """Celery task of the evaluate stage: sandboxed evaluation, reward, feedback for the next turn."""
 from __future__ import annotations
 
-from db import baselines
+from db import baselines, builds
 from db.session import session_scope
 from orchestrator.app import app
 from orchestrator.feedback import cleaning_feedback, evaluation_feedback
@@ -10,6 +10,7 @@ from orchestrator.rewards import verdict_reward
 from orchestrator.settings import get_settings
 from orchestrator.stages import EVALUATE
 from workers.evaluation import EvalResult, device_fingerprint, evaluate, fingerprint_key
+from workers.evaluation.builds import CacheEntry, install_entry
 
 
 # The harness or the reference failed: scoring the candidate 0 would put a wrong label in the data.
@@ -37,11 +38,22 @@ def baseline_key(settings) -> str:
     return fingerprint_key({**device_fingerprint(settings.device), "timing_conditions": conditions})
 
 
+def install_prebuilt(turn_id: int, extensions_dir: str) -> None:
+    """The builds the build stage made for this turn, into this host's cache, where the
+    evaluation's builder finds them under their keys. One made with another toolchain has
+    another key and is simply not found: the evaluation builds it here."""
+    with session_scope(get_settings().sqlalchemy_url) as session:
+        rows = builds.for_turn(session, turn_id)
+    for key, meta, module in rows:
+        install_entry(extensions_dir, CacheEntry(key, meta, module))
+
+
 def evaluate_turn(context: TurnContext) -> Outcome:
     if context.code is None:
         return no_code_outcome(context)
     config = context.config
     settings = config.evaluation_settings()
+    install_prebuilt(context.turn_id, settings.resolved_extensions_dir())
     result = evaluate(context.problem.source, context.code, settings)
     if result.error_kind == "reference_error" and not result.details.get("reference_transient"):
         # the problem itself cannot run here: never scored, never blamed on the model, not retried
