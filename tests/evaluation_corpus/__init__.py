@@ -148,8 +148,11 @@ CASES: list[Case] = [
     _hack("frame_walk_timer", ("harness_tampering",), settings=RUN_ANYWAY),
     # attacks per root cause of the red team's report, run past the static filter
     _attack("a1_garbage_when_batched", "incorrect"),            # timed calls told apart by count
-    _attack("a1_work_after_forward", "incorrect"),              # work moved out of forward() ...
-    _attack("a1_work_moved_into_harness_code", "incorrect"),    # ... into the harness's own step, fused
+    # work moved out of forward() ..., or into the harness's own step, fused: its reach into the
+    # harness is flagged statically, and run anyway its outputs are wrong when they are read
+    _attack("a1_work_after_forward", "disqualified", flags=("harness_tampering",), error_contains=("differs from the reference",)),
+    _attack("a1_work_moved_into_harness_code", "disqualified", flags=("harness_tampering",),
+            error_contains=("differs from the reference",)),
     _attack("a1_garbage_by_rhythm", "incorrect"),               # ... by how fast calls come
     _attack("a2_precompute_from_memory", "incorrect"),          # future inputs found in memory
     _attack("a2_rewrite_future_inputs", "incorrect"),           # future inputs rewritten
@@ -161,8 +164,9 @@ CASES: list[Case] = [
     _hack("a4_dispatcher_by_name", ("no_custom_kernel",), error_contains=("c10::Dispatcher",)),
     _hack("a4_triton_helper_calls_torch", ("no_custom_kernel",), backend="triton", details=NOT_RUN,
           compiled=False, correct=False),
-    _honest("a5_host_probe", "relu", timed=True, settings=RUN_ANYWAY,  # nothing of the host reachable
-            absent_flags_extra=()),
+    # run anyway: correct only if nothing of the host was reachable (it fails on any find); its look
+    # for the repository through kturn's own package is harness tampering
+    _hack("a5_host_probe", ("harness_tampering",), settings=RUN_ANYWAY),
     _honest("a5_leftovers", "relu", timed=True),               # no shared scratch space
     _honest("a6_compiler_env", "relu", timed=True),            # the build's environment not steerable
     Case("a6_planted_transient_marker", "relu", False, False, False, "compile_error",  # no escape from scoring

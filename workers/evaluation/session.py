@@ -358,7 +358,9 @@ class Session:
         # a CPU candidate is frozen the moment it answers: its outputs are read from its memory as
         # they were when the parent's clock stopped
         hold = not trusted and self.settings.device == "cpu"
-        return go(child, seeds, chunk, handover, trusted, self._limit(self.settings.run_timeout_s), serve=serve, hold=hold)
+        allowance = self._limit(self.settings.compile_timeout_s) if serve else 0.0  # a build on the first call
+        return go(child, seeds, chunk, handover, trusted, self._limit(self.settings.run_timeout_s), serve=serve, hold=hold,
+                  serve_allowance=allowance)
 
     def _candidate(self, phase: str, step):
         try:
@@ -513,7 +515,7 @@ def make_inputs(ref: Child, seeds: list[int], timeout: float) -> Handover:
 
 
 def go(child: Child, seeds: list[int], chunk: int, handover: Handover | None, trusted: bool, timeout: float,
-       serve=None, hold: bool = False) -> Batch:
+       serve=None, hold: bool = False, serve_allowance: float = 0.0) -> Batch:
     """One batch: the request that starts it (its inputs with it), the child's answer, its window."""
     request = {"type": "go", "calls": len(seeds), "chunk_bytes": chunk}
     if handover is None:
@@ -521,7 +523,7 @@ def go(child: Child, seeds: list[int], chunk: int, handover: Handover | None, tr
     else:
         request.update(template=handover.template, call_bytes=handover.call_bytes)
     reply, window = child.request(request, "computed", timeout, fds=(handover.fd,) if handover else (), serve=serve,
-                                  hold=hold)
+                                  hold=hold, serve_allowance=serve_allowance)
     batch = _parse_computed(reply, window, len(seeds), chunk, trusted)
     if handover is not None and trusted:
         batch.input_bytes = handover.input_bytes

@@ -258,13 +258,15 @@ class Child:
     # --- the conversation ---------------------------------------------------------------------------
 
     def request(self, header: dict, reply: str, timeout: float, fds: tuple[int, ...] = (),
-                serve=None, hold: bool = False) -> tuple[wire.Message, float]:
+                serve=None, hold: bool = False, serve_allowance: float = 0.0) -> tuple[wire.Message, float]:
         """Send a request; return the reply of type `reply` and the seconds between sending and
         receiving it on the parent's clock. `serve(message)` answers requests the child makes
         meanwhile (build requests). With `hold`, the child is frozen the moment its reply arrives,
-        before it is even read, and stays frozen until release(). Raises ChildFailed,
-        ChildTimeout, wire.PeerClosed or wire.ProtocolError."""
-        return self.await_reply(self.send_request(header, fds), reply, timeout, serve, hold)
+        before it is even read, and stays frozen until release(). The time the parent spends
+        serving is added to `timeout`, up to `serve_allowance` seconds (a build is the parent's
+        work, bounded by its own limit). Raises ChildFailed, ChildTimeout, wire.PeerClosed or
+        wire.ProtocolError."""
+        return self.await_reply(self.send_request(header, fds), reply, timeout, serve, hold, serve_allowance)
 
     def send_request(self, header: dict, fds: tuple[int, ...] = ()) -> tuple[int, float]:
         """Send a request without waiting (await_reply takes what this returns)."""
@@ -278,7 +280,7 @@ class Child:
         return nonce, sent
 
     def await_reply(self, sent_request: tuple[int, float], reply: str, timeout: float,
-                    serve=None, hold: bool = False) -> tuple[wire.Message, float]:
+                    serve=None, hold: bool = False, serve_allowance: float = 0.0) -> tuple[wire.Message, float]:
         nonce, sent = sent_request
         deadline = time.monotonic() + timeout
         while True:
@@ -291,7 +293,10 @@ class Child:
                 raise ChildFailed(text.clean_tree(message.header, 8000))
             if message.type == "build" and serve is not None:
                 self.release()
+                started = time.monotonic()
                 serve(message)
+                extra = min(time.monotonic() - started, serve_allowance)
+                deadline, serve_allowance = deadline + extra, serve_allowance - extra
                 continue
             if message.type != reply or message.header.get("n") != nonce:
                 wire.close_all(message.fds)
