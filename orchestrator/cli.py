@@ -45,6 +45,14 @@ class Generator(str, Enum):
     replay = "replay"
 
 
+@app.callback()
+def _environment() -> None:
+    """Refuse a half-configured environment before any command acts on it."""
+    problem = get_settings().half_configured()
+    if problem:
+        raise fail(problem)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)

@@ -91,10 +91,20 @@ def test_run_rejects_bad_settings_clearly(tmp_path, args, message):
 
 
 def test_unreachable_database_is_a_clear_error(tmp_path):
-    result = kturn("runs", cwd=tmp_path, env={"DATABASE_URL": "postgresql://kturn:secret@127.0.0.1:1/kturn"})
+    result = kturn("runs", cwd=tmp_path, env={"DATABASE_URL": "postgresql://kturn:secret@127.0.0.1:1/kturn", "REDIS_URL": "redis://127.0.0.1:1/0"})
     assert result.returncode == 2
     assert "cannot reach the database" in result.stderr and "secret" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("given", "missing"), [("DATABASE_URL", "REDIS_URL"), ("REDIS_URL", "DATABASE_URL")])
+def test_only_one_of_the_two_urls_is_a_clear_error(tmp_path, given, missing):
+    """One URL alone would store to the embedded SQLite while enqueueing to the real Redis (or the reverse)."""
+    url = {"DATABASE_URL": "postgresql://kturn@127.0.0.1:1/kturn", "REDIS_URL": "redis://127.0.0.1:1/0"}[given]
+    result = kturn("runs", cwd=tmp_path, env={given: url})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{given} is set but {missing} is not" in result.stderr
+    assert not (tmp_path / ".kturn").exists()  # nothing embedded was created on the way
 
 
 def test_run_with_a_malformed_replay_file_creates_nothing(tmp_path):
