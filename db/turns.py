@@ -121,6 +121,12 @@ def expired_leases(session: Session, now: datetime) -> list[Turn]:
     return list(session.scalars(select(Turn).where(Turn.state.in_(working), Turn.lease_expires_at < now).order_by(Turn.id)))
 
 
+def live_leases(session: Session, now: datetime) -> list[Turn]:
+    """Working turns whose lease still runs: their worker may be alive, so the reconciler waits."""
+    working = [TurnState.generating.value, TurnState.cleaning.value, TurnState.evaluating.value]
+    return list(session.scalars(select(Turn).where(Turn.state.in_(working), Turn.lease_expires_at >= now).order_by(Turn.lease_expires_at)))
+
+
 def waiting_since(session: Session, before: datetime) -> list[Turn]:
     waiting = [TurnState.pending.value, TurnState.generated.value, TurnState.cleaned.value]
     return list(session.scalars(select(Turn).where(Turn.state.in_(waiting), Turn.updated_at <= before).order_by(Turn.id)))

@@ -306,6 +306,7 @@ def reconcile(
     json_output: JsonFlag = False,
 ) -> None:
     """Re-enqueue turns whose lease expired or whose message was lost (a wiped Redis included)."""
+    from orchestrator.reconcile_view import reconcile_dict, reconcile_lines
     from orchestrator.reconciler import reconcile as run_reconcile
 
     from kombu.exceptions import OperationalError as BrokerError
@@ -322,9 +323,10 @@ def reconcile(
             errors.print(f"reconcile failed, trying again in {every:g} s: {error}", highlight=False, soft_wrap=True)
         else:
             if json_output:
-                print_json({"expired": report.expired, "requeued": report.requeued, "failed": report.failed})
+                print_json(reconcile_dict(report))
             else:
-                console.print(f"{len(report.expired)} expired lease(s), {len(report.requeued)} turn(s) re-enqueued, {len(report.failed)} failed")
+                for line in reconcile_lines(report):
+                    console.print(line, highlight=False, soft_wrap=True)
             if get_settings().embedded:
                 from orchestrator import embedded
 
