@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from enum import Enum
@@ -19,8 +20,8 @@ from orchestrator.settings import get_settings
 app = typer.Typer(help="kturn: multi-turn LLM kernel-generation rollouts.", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-# Piped output gets room for the per-turn table instead of the 80 columns Rich assumes.
-console = Console(width=None if sys.stdout.isatty() else 160)
+# Piped output gets room for wide tables instead of the 80 columns Rich assumes, unless COLUMNS says.
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 errors = Console(stderr=True)
 
 DEMO_ANSWERS = {"cpu": Path(__file__).with_name("data") / "demo_answers.jsonl",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from db.models import Problem, Run, Trajectory, Turn
@@ -58,21 +59,41 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-TURN_COLUMNS = {
-    "problem": "problem", "sample": "s", "turn": "t", "state": "state", "finish_reason": "finish",
-    "degenerate": "degen.", "has_code": "code", "compiled": "built", "correct": "correct",
-    "speedup": "speedup", "reward": "reward", "return": "return",
-}
+def outcome(row: dict[str, Any]) -> str:
+    """One turn's result in a few words: how the answer ended when that matters, what the cleaner
+    and the evaluation made of it, and the error of a failed turn."""
+    parts = [row["finish_reason"]] if row["finish_reason"] in ("length", "loop", "abort") else []
+    if row["degenerate"]:
+        parts.append("degenerate")
+    if row["has_code"] is False:
+        parts.append("no code")
+    elif row["compiled"] is False:
+        parts.append("not built")
+    elif row["correct"] is False:
+        parts.append("incorrect")
+    elif row["correct"]:
+        parts.append(f"correct {row['speedup']:.2f}x" if row["speedup"] is not None else "correct")
+    parts += row["flags"] or []
+    if row["error"] and (row["state"] == "failed" or row["compiled"] is None):
+        parts.append(row["error"].splitlines()[0][:120])
+    return ", ".join(parts) or "-"
 
 
 def turns_table(run: Run, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"run {run.id} · {run.status}")
-    for header in TURN_COLUMNS.values():
+    """Fits 80 columns: the numbers never wrap, a long problem name and the outcome fold onto more
+    lines, and a problem's name is written once, on its first row."""
+    table = Table(title=f"run {run.id} · {run.status}", box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    table.add_column("problem", overflow="fold", ratio=1, min_width=14)
+    for header in ("s", "t", "state"):
         table.add_column(header, no_wrap=True)
-    table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=48)
+    table.add_column("outcome", overflow="fold", ratio=1, min_width=14)
+    for header in ("reward", "return"):
+        table.add_column(header, no_wrap=True, justify="right")
+    previous = None
     for row in rows:
-        error = (row["error"] or "").splitlines()[0] if row["error"] else "-"
-        table.add_row(*[_fmt(row[c]) for c in TURN_COLUMNS], error)
+        name = row["problem"] if row["problem"] != previous else ""
+        previous = row["problem"]
+        table.add_row(name, _fmt(row["sample"]), _fmt(row["turn"]), row["state"], outcome(row), _fmt(row["reward"]), _fmt(row["return"]))
     return table
 
 
