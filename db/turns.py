@@ -110,7 +110,8 @@ def finish_trajectory(session: Session, trajectory_id: int, status: TrajectorySt
     trajectory.status = status.value
     trajectory.finished_at = utcnow()
     if returns:
-        trajectory.return_ = returns[0]
+        if status is TrajectoryStatus.completed:  # a failed one has no return of its own; its scored turns do
+            trajectory.return_ = returns[0]
         for turn in trajectory.turns:
             turn.return_ = returns.get(turn.turn_index)
     return True

@@ -177,6 +177,12 @@ def start_and_follow(config, loaded, wait: bool, json_output: bool) -> None:
         raise fail(f"the run was stored but its turns could not be enqueued ({error}); once the broker is back, `kturn reconcile` enqueues them", code=1) from None
     if not json_output:
         console.print(f"run [bold]{run_id}[/]: {len(loaded)} problem(s) × {config.samples} sample(s), up to {config.max_turns} turn(s)")
+    follow_and_show(url, run_id, wait, json_output)
+
+
+def follow_and_show(url: str, run_id: int, wait: bool, json_output: bool) -> None:
+    """Follow the run to its end (always in the embedded default, with --wait on a cluster), show
+    its turns, and exit 1 when trajectories failed."""
     embedded = get_settings().embedded
     if embedded:
         follow_embedded(url, run_id, quiet=json_output)
@@ -186,6 +192,17 @@ def start_and_follow(config, loaded, wait: bool, json_output: bool) -> None:
         print_json({"run": run_id, **({"turns": status_rows(url, run_id)} if wait or embedded else {})})
     elif wait or embedded:
         show_status(url, existing_run(url, run_id))
+    if (wait or embedded) and existing_run(url, run_id).status == "completed_with_failures":
+        raise fail(f"run {run_id}: {failed_line(url, run_id)}; `kturn status {run_id}` shows why, `kturn retry {run_id}` revives them", code=1)
+
+
+def failed_line(url: str, run_id: int) -> str:
+    from db import runs as run_queries
+    from db.session import session_scope
+
+    with session_scope(url) as session:
+        failed, total = run_queries.failed_counts(session, run_id)
+    return f"{failed} of {total} trajectories failed"
 
 
 def _progress(quiet: bool) -> Progress:
@@ -283,8 +300,39 @@ def runs(limit: Annotated[int, typer.Option(min=1)] = 20, json_output: JsonFlag 
     from orchestrator.status_view import run_row, runs_table
 
     with session_scope(database_url()) as session:
-        rows = [run_row(*row) for row in run_queries.recent(session, limit)]
+        rows = [run_row(run, counts) for run, counts in run_queries.recent(session, limit)]
     print_json(rows) if json_output else console.print(runs_table(rows))
+
+
+@app.command()
+def retry(
+    run_id: Annotated[int, typer.Argument(metavar="RUN")],
+    wait: Annotated[bool, typer.Option("--wait", help="Show progress and return when the run ends.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Revive a run's failed trajectories: a new attempt of each failed turn, from the stage that failed."""
+    from orchestrator.revive import retry_failed
+
+    from kombu.exceptions import OperationalError as BrokerError
+
+    url = database_url()
+    if existing_run(url, run_id).status == "cancelled":
+        raise fail(f"run {run_id} was cancelled: its trajectories stay as they are")
+    try:
+        revived = retry_failed(run_id)
+    except BrokerError as error:
+        raise fail(f"the failed turns were revived but could not be enqueued ({error}); once the broker is back, `kturn reconcile` enqueues them", code=1) from None
+    if not json_output:
+        shown = ", ".join(f"turn {turn_id} to {stage}" for turn_id, stage in revived[:10]) + (", ..." if len(revived) > 10 else "")
+        console.print(f"run {run_id}: {len(revived)} failed trajectory(ies) revived" + (f" ({shown})" if revived else ": nothing to retry"), highlight=False, soft_wrap=True)
+    if not revived:
+        if json_output:
+            print_json({"run": run_id, "revived": []})
+        return
+    if json_output and not (wait or get_settings().embedded):
+        print_json({"run": run_id, "revived": [{"turn_id": t, "stage": s} for t, s in revived]})
+        return
+    follow_and_show(url, run_id, wait, json_output)
 
 
 @app.command()

@@ -35,7 +35,7 @@ def turn_row(trajectory: Trajectory, problem: Problem, turn: Turn) -> dict[str, 
     }
 
 
-def run_row(run: Run, trajectories: int, finished: int) -> dict[str, Any]:
+def run_row(run: Run, counts) -> dict[str, Any]:
     config = run.config
     return {
         "run": run.id,
@@ -44,8 +44,12 @@ def run_row(run: Run, trajectories: int, finished: int) -> dict[str, Any]:
         "generator": config.get("generator"),
         "model": config.get("model"),
         "backend": config.get("evaluation", {}).get("backend"),
-        "trajectories": trajectories,
-        "finished": finished,
+        "trajectories": counts.total,
+        "finished": counts.total - counts.running,
+        "completed": counts.completed,
+        "failed": counts.failed,
+        "running": counts.running,
+        "cancelled": counts.cancelled,
     }
 
 
@@ -97,12 +101,21 @@ def turns_table(run: Run, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+RUNS_COLUMNS = {"run": "run", "status": "status", "created_at": "created", "model": "model", "trajectories": "traj.",
+                "completed": "done", "failed": "failed", "running": "running"}
+
+
 def runs_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="runs")
-    for column in ("run", "status", "created_at", "generator", "model", "backend", "trajectories", "finished"):
-        table.add_column(column.replace("_", " "))
+    """Trajectories of each run by how they ended: failures in plain sight."""
+    table = Table(title="runs", box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    for key, header in RUNS_COLUMNS.items():
+        table.add_column(header, no_wrap=key not in ("model", "status"), overflow="fold", justify="right" if key in ("trajectories", "completed", "failed", "running") else "left")
     for row in rows:
-        table.add_row(*[_fmt(v) for v in row.values()])
+        cells = [_fmt(row[key]) for key in RUNS_COLUMNS]
+        cells[1] = row["status"] + (f" ({row['cancelled']} cancelled)" if row["cancelled"] else "")
+        cells[2] = row["created_at"].replace("T", " ")[:16]
+        cells[5 + 1] = f"[bold red]{row['failed']}[/]" if row["failed"] else "0"
+        table.add_row(*cells)
     return table
 
 
