@@ -121,6 +121,7 @@ def run(
     record_tokens: Annotated[bool, typer.Option("--record-tokens", help="Store prompt/output token ids and logprobs per turn (table turn_tokens).")] = False,
     tokenizer: Annotated[Optional[str], typer.Option(help="Tokenize prompts here and send input_ids (HF hub name, directory or tokenizer.json).")] = None,
     stream_interval: Annotated[Optional[int], typer.Option(min=1, help="Output tokens per streamed chunk (default 8).")] = None,
+    outage_hold: Annotated[Optional[float], typer.Option(min=0, help="Seconds a generation waits out an unreachable model server (refused or dropped connections, 5xx) before its turn fails; the turn is held in its worker, so the queue pauses instead of burning (default 1800; 0: a few quick retries).")] = None,
     gamma: Annotated[Optional[float], typer.Option(help="Discount of the return over turns (default 0.4).")] = None,
     early_stop: Annotated[Optional[float], typer.Option(help="End a trajectory once a turn's reward reaches this (default 1.3).")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds each correctness and timing phase may run.")] = None,
@@ -140,7 +141,8 @@ def run(
         )
         config.sampling.update({k: v for k, v in overrides.items() if v is not None})
         config.evaluation.update(backend=backend.value, device=device.value, **({"run_timeout_s": timeout} if timeout else {}))
-        config.generation.update(record_tokens=record_tokens, tokenizer=tokenizer, **({"stream_interval": stream_interval} if stream_interval else {}))
+        config.generation.update(record_tokens=record_tokens, tokenizer=tokenizer, **({"stream_interval": stream_interval} if stream_interval else {}),
+                                 **({"outage_hold_s": outage_hold} if outage_hold is not None else {}))
         if not loop_abort:
             config.generation["loop_abort"] = None
         config = RunConfig.model_validate(config.model_dump())

@@ -7,10 +7,12 @@ Create Date: 2026-11-26
 `problems.problem_key` is `level{L}/{id}` (KernelBench's level and problem id), the same whether the
 problem came from a KernelBench directory (`level2/33_Gemm_...py`) or a slime JSONL line
 (`extra_info.level`, `extra_info.problem_id`); `kernelbench_id` and `instance_id` are what the
-source said. Columns are added, never rebuilt (the views of 0004 stay). `runs.status` widens on
-Postgres only: SQLite does not enforce a VARCHAR length, and altering it there would rebuild `runs`.
+source said. Columns are added, never rebuilt. `runs.status` widens on Postgres only (SQLite does
+not enforce a VARCHAR length, and altering it there would rebuild `runs`); Postgres will not alter
+a column a view reads, so the views of 0004 are dropped and created again around it.
 """
 from alembic import op
+from alembic.script import ScriptDirectory
 import sqlalchemy as sa
 
 revision = "0006_real_data"
@@ -25,15 +27,22 @@ def upgrade() -> None:
     op.add_column("problems", sa.Column("instance_id", sa.String(length=255), nullable=True))
     op.create_index("ix_problems_problem_key", "problems", ["problem_key"])
     if op.get_bind().dialect.name == "postgresql":
-        op.alter_column("runs", "status", type_=sa.String(length=32), existing_type=sa.String(length=16))
+        _around_views(lambda: op.alter_column("runs", "status", type_=sa.String(length=32), existing_type=sa.String(length=16)))
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("UPDATE runs SET status = 'completed' WHERE status = 'completed_with_failures'")
-        op.alter_column("runs", "status", type_=sa.String(length=16), existing_type=sa.String(length=32))
+        _around_views(lambda: op.alter_column("runs", "status", type_=sa.String(length=16), existing_type=sa.String(length=32)))
     op.drop_index("ix_problems_problem_key", table_name="problems")
     with op.batch_alter_table("problems") as batch_op:
         batch_op.drop_column("instance_id")
         batch_op.drop_column("kernelbench_id")
         batch_op.drop_column("problem_key")
+
+
+def _around_views(change) -> None:
+    views = ScriptDirectory.from_config(op.get_context().config).get_revision("0004_views").module
+    views.downgrade()
+    change()
+    views.upgrade()
