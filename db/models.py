@@ -82,6 +82,7 @@ class Problem(Base):
     problem_key: Mapped[str | None] = mapped_column(String(255), index=True)
     kernelbench_id: Mapped[int | None]
     instance_id: Mapped[str | None] = mapped_column(String(255))
+    prompt: Mapped[list[Any] | None]  # a dataset's own turn-0 prompt (chat messages), when it has one
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

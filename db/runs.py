@@ -19,14 +19,21 @@ class NewProblem:
     source: str
     source_hash: str
     origin: str | None
+    problem_key: str | None = None
+    kernelbench_id: int | None = None
+    instance_id: str | None = None
+    prompt: list[dict[str, str]] | None = None
 
 
 def upsert_problem(session: Session, problem: NewProblem) -> int:
-    existing = session.scalar(select(Problem.id).where(Problem.name == problem.name, Problem.source_hash == problem.source_hash))
-    if existing is not None:
-        return existing
-    row = Problem(name=problem.name, level=problem.level, source=problem.source, source_hash=problem.source_hash, origin=problem.origin)
-    session.add(row)
+    """The row of this name and source; what a later source knows (its key, ids, prompt) is filled in."""
+    row = session.scalar(select(Problem).where(Problem.name == problem.name, Problem.source_hash == problem.source_hash))
+    if row is None:
+        row = Problem(name=problem.name, level=problem.level, source=problem.source, source_hash=problem.source_hash, origin=problem.origin)
+        session.add(row)
+    for column in ("problem_key", "kernelbench_id", "instance_id", "prompt"):
+        if getattr(problem, column) is not None:
+            setattr(row, column, getattr(problem, column))
     session.flush()
     return row.id
 

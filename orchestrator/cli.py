@@ -40,6 +40,11 @@ class Device(str, Enum):
     cpu = "cpu"
 
 
+class FirstPrompt(str, Enum):
+    kturn = "kturn"
+    dataset = "dataset"
+
+
 class Generator(str, Enum):
     sglang = "sglang"
     openai = "openai"
@@ -121,6 +126,7 @@ def run(
     record_tokens: Annotated[bool, typer.Option("--record-tokens", help="Store prompt/output token ids and logprobs per turn (table turn_tokens).")] = False,
     tokenizer: Annotated[Optional[str], typer.Option(help="Tokenize prompts here and send input_ids (HF hub name, directory or tokenizer.json).")] = None,
     stream_interval: Annotated[Optional[int], typer.Option(min=1, help="Output tokens per streamed chunk (default 8).")] = None,
+    first_prompt: Annotated[FirstPrompt, typer.Option(help="Turn 0's prompt: kturn's own, or a slime/TritonForge JSONL line's own `prompt` (dataset; kturn's where a problem has none).")] = FirstPrompt.kturn,
     outage_hold: Annotated[Optional[float], typer.Option(min=0, help="Seconds a generation waits out an unreachable model server (refused or dropped connections, 5xx) before its turn fails; the turn is held in its worker, so the queue pauses instead of burning (default 1800; 0: a few quick retries).")] = None,
     gamma: Annotated[Optional[float], typer.Option(help="Discount of the return over turns (default 0.4).")] = None,
     early_stop: Annotated[Optional[float], typer.Option(help="End a trajectory once a turn's reward reaches this (default 1.3).")] = None,
@@ -136,7 +142,7 @@ def run(
     try:
         config = RunConfig(
             generator=generator.value, urls=url or [], replay_path=str(replay.resolve()) if replay else None, enable_thinking=thinking,
-            samples=samples, max_turns=turns, **({"gamma": gamma} if gamma is not None else {}),
+            samples=samples, max_turns=turns, first_prompt=first_prompt.value, **({"gamma": gamma} if gamma is not None else {}),
             **({"early_stop_reward": early_stop} if early_stop is not None else {}),
         )
         config.sampling.update({k: v for k, v in overrides.items() if v is not None})

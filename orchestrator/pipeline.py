@@ -83,7 +83,7 @@ def load_context(session, turn_id: int) -> TurnContext:
         run_id=trajectory.run_id,
         sample_index=trajectory.sample_index,
         config=RunConfig.model_validate(trajectory.run.config),
-        problem=ProblemSpec(name=problem.name, level=problem.level, source=problem.source, origin=problem.origin or ""),
+        problem=ProblemSpec(name=problem.name, level=problem.level, source=problem.source, origin=problem.origin or "", prompt=problem.prompt),
         history=[PastTurn(answer=t.cleaned_response or "", feedback=t.feedback or "") for t in earlier],
         earlier_rewards=[t.reward or 0.0 for t in earlier],
         raw_response=turn.raw_response,
