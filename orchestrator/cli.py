@@ -131,6 +131,9 @@ def run(
     gamma: Annotated[Optional[float], typer.Option(help="Discount of the return over turns (default 0.4).")] = None,
     early_stop: Annotated[Optional[float], typer.Option(help="End a trajectory once a turn's reward reaches this (default 1.3).")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds each correctness and timing phase may run.")] = None,
+    memory_limit_mb: Annotated[Optional[int], typer.Option(min=256, help=f"Memory cap of each evaluation child, MB (default: {MEMORY_DEFAULT_HELP}).")] = None,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Pre-flight every problem's reference on this host first (as `kturn check`); --no-check where this host lacks the device.")] = True,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Run the problems that pass pre-flight and leave out the others (default: refuse the run).")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress and return when the run ends.")] = False,
     json_output: JsonFlag = False,
 ) -> None:
@@ -153,6 +156,13 @@ def run(
             config.generation["loop_abort"] = None
         config = RunConfig.model_validate(config.model_dump())
         loaded = load_problems(problems, level or (), ids or ())
+    except (ValidationError, ValueError) as error:
+        raise fail(_readable(error)) from None
+    if check:
+        loaded, config = preflight_run(loaded, config, memory_limit_mb, skip_bad, quiet=json_output)
+    elif memory_limit_mb:
+        config.evaluation["memory_limit_mb"] = memory_limit_mb
+    try:
         if config.generator == "replay":
             from workers.generation import make_backend
 
@@ -165,6 +175,68 @@ def run(
     except (ValidationError, ValueError) as error:
         raise fail(_readable(error)) from None
     start_and_follow(config, loaded, wait, json_output)
+
+
+def _memory_default_help() -> str:
+    from orchestrator.preflight_checks import MIN_MEMORY_LIMIT_MB, PEAK_FACTOR, host_memory_mb
+
+    cpu_share = max(MIN_MEMORY_LIMIT_MB, host_memory_mb() // (2 * (os.cpu_count() or 1)))
+    return (f"the host's RAM shared by the evaluations it runs at once, two children each (one per GPU on cuda, one per core on cpu: "
+            f"{cpu_share} MB here on cpu), at least {MIN_MEMORY_LIMIT_MB} MB, raised to {PEAK_FACTOR:g}x the largest reference's pre-flight peak")
+
+
+MEMORY_DEFAULT_HELP = _memory_default_help()
+
+
+def preflight_table(checked) -> "Table":
+    from rich.table import Table
+
+    table = Table(title="pre-flight", title_justify="left")
+    table.add_column("problem", overflow="fold", ratio=2)
+    table.add_column("ok", no_wrap=True)
+    table.add_column("forward ms", justify="right", no_wrap=True)
+    table.add_column("peak MB", justify="right", no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=3)
+    for c in checked:
+        reason = "" if c.check.ok else f"{c.problem.origin}: {c.check.error.splitlines()[0]}" + (" (transient: try again)" if c.check.transient else "")
+        table.add_row(c.problem.key, "[green]yes[/]" if c.check.ok else "[bold red]no[/]", "-" if c.check.forward_ms is None else f"{c.check.forward_ms:.3g}",
+                      "-" if c.check.peak_memory_mb is None else f"{c.check.peak_memory_mb:,.0f}", reason)
+    return table
+
+
+def run_checks(loaded, settings, quiet: bool):
+    """Pre-flight with a progress bar on stderr; the device must be on this host."""
+    from dataclasses import replace
+
+    from orchestrator.preflight_checks import check_problems
+
+    if settings.device == "cuda" and not _cuda_available():
+        raise fail("pre-flight runs each reference on the chosen device on this host, and torch sees no CUDA GPU here: "
+                   "run from a GPU host, or pass --no-check")
+    with Progress(TextColumn("pre-flight"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=errors, disable=quiet) as progress:
+        bar = progress.add_task("pre-flight", total=len(loaded))
+        return check_problems(loaded, replace(settings), get_settings().cache_dir.expanduser(), on_done=lambda _c: progress.advance(bar))
+
+
+def preflight_run(loaded, config, memory_limit_mb: int | None, skip_bad: bool, quiet: bool):
+    """The problems to run and the config to run them with, after pre-flight: refused (exit 2) on a
+    problem that cannot run, unless --skip-bad; the memory cap derived from the host and the peaks."""
+    from orchestrator.preflight_checks import default_memory_limit_mb, memory_limit_for
+
+    floor = memory_limit_mb or default_memory_limit_mb(config.evaluation["device"])
+    config.evaluation["memory_limit_mb"] = floor
+    checked = run_checks(loaded, config.evaluation_settings(), quiet)
+    bad = [c for c in checked if not c.check.ok]
+    for c in bad:
+        errors.print(f"[bold red]{'skipped' if skip_bad else 'cannot run'}:[/] {c.problem.origin}: {c.check.error.splitlines()[0]}", highlight=False, soft_wrap=True)
+    if bad and not skip_bad:
+        raise fail(f"{len(bad)} of {len(checked)} problem(s) failed pre-flight (above); fix them, raise --memory-limit-mb or --timeout, "
+                   "or pass --skip-bad to run the rest")
+    good = [c for c in checked if c.check.ok]
+    if not good:
+        raise fail("no problem passed pre-flight")
+    config.evaluation["memory_limit_mb"] = memory_limit_mb or memory_limit_for(good, floor)
+    return [c.problem for c in good], config
 
 
 def _readable(error: Exception) -> str:
@@ -298,6 +370,35 @@ def status(run_id: Annotated[int, typer.Argument(metavar="RUN")], json_output: J
                     "generation": generation_summary(url, run_id)})
     else:
         show_status(url, found)
+
+
+@app.command("check")
+def check_command(
+    problems: Annotated[list[Path], typer.Argument(help="KernelBench directories, slime JSONL files, or problem files.")],
+    device: Annotated[Device, typer.Option(help="Where the references run (this host).")] = Device.cpu,
+    level: Annotated[Optional[list[int]], typer.Option(help="Only these KernelBench levels (repeatable).")] = None,
+    ids: Annotated[Optional[list[int]], typer.Option("--id", help="Only these problem ids (repeatable).")] = None,
+    memory_limit_mb: Annotated[Optional[int], typer.Option(min=256, help="Memory cap of the reference's process, MB (default: as kturn run's).")] = None,
+    timeout: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds the reference's first call may run.")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Pre-flight: run each problem's reference once in the sandbox (in parallel, cached) and say which can run. Exit 1 if any cannot."""
+    from orchestrator.preflight_checks import default_memory_limit_mb
+    from workers.evaluation import EvalSettings
+
+    try:
+        loaded = load_problems(problems, level or (), ids or ())
+    except ProblemError as error:
+        raise fail(str(error)) from None
+    settings = EvalSettings(backend="cuda" if device is Device.cuda else "cpp", device=device.value,
+                            memory_limit_mb=memory_limit_mb or default_memory_limit_mb(device.value), **({"run_timeout_s": timeout} if timeout else {}))
+    checked = run_checks(loaded, settings, quiet=json_output)
+    if json_output:
+        print_json({"memory_limit_mb": settings.memory_limit_mb, "problems": [c.row() for c in checked]})
+    else:
+        console.print(preflight_table(checked))
+    if not all(c.check.ok for c in checked):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     # turns it is generating were cancelled (their requests are then aborted).
     server_max_in_flight: int = 128
     cancel_poll_seconds: float = 1.0
+    # What kturn keeps between runs on this host (pre-flight verdicts under preflight/).
+    cache_dir: Path = Path("~/.cache/kturn")
 
     def half_configured(self) -> str | None:
         """Why these settings are unusable when exactly one of the two URLs is set: the CLI would
