@@ -25,6 +25,8 @@ class Base(DeclarativeBase):
 class RunStatus(str, enum.Enum):
     running = "running"
     completed = "completed"
+    # Every trajectory ended, some of them failed (`kturn retry RUN` revives those).
+    completed_with_failures = "completed_with_failures"
     cancelled = "cancelled"
 
 
@@ -63,7 +65,7 @@ class Run(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
-    status: Mapped[str] = mapped_column(String(16), default=RunStatus.running.value, index=True)
+    status: Mapped[str] = mapped_column(String(32), default=RunStatus.running.value, index=True)
     config: Mapped[dict[str, Any]]
 
     trajectories: Mapped[list[Trajectory]] = relationship(back_populates="run", order_by="Trajectory.id")
@@ -79,6 +81,12 @@ class Problem(Base):
     source: Mapped[str] = mapped_column(Text)
     source_hash: Mapped[str] = mapped_column(String(64), index=True)
     origin: Mapped[str | None] = mapped_column(Text)  # the file or JSONL line it was loaded from
+    # `level{L}/{id}`: the same from a KernelBench directory and from a slime JSONL line (NULL when
+    # the source gives no level or id); the ids the source itself gave.
+    problem_key: Mapped[str | None] = mapped_column(String(255), index=True)
+    kernelbench_id: Mapped[int | None]
+    instance_id: Mapped[str | None] = mapped_column(String(255))
+    prompt: Mapped[list[Any] | None]  # a dataset's own turn-0 prompt (chat messages), when it has one
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

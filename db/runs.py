@@ -19,14 +19,21 @@ class NewProblem:
     source: str
     source_hash: str
     origin: str | None
+    problem_key: str | None = None
+    kernelbench_id: int | None = None
+    instance_id: str | None = None
+    prompt: list[dict[str, str]] | None = None
 
 
 def upsert_problem(session: Session, problem: NewProblem) -> int:
-    existing = session.scalar(select(Problem.id).where(Problem.name == problem.name, Problem.source_hash == problem.source_hash))
-    if existing is not None:
-        return existing
-    row = Problem(name=problem.name, level=problem.level, source=problem.source, source_hash=problem.source_hash, origin=problem.origin)
-    session.add(row)
+    """The row of this name and source; what a later source knows (its key, ids, prompt) is filled in."""
+    row = session.scalar(select(Problem).where(Problem.name == problem.name, Problem.source_hash == problem.source_hash))
+    if row is None:
+        row = Problem(name=problem.name, level=problem.level, source=problem.source, source_hash=problem.source_hash, origin=problem.origin)
+        session.add(row)
+    for column in ("problem_key", "kernelbench_id", "instance_id", "prompt"):
+        if getattr(problem, column) is not None:
+            setattr(row, column, getattr(problem, column))
     session.flush()
     return row.id
 
@@ -58,16 +65,30 @@ def _finished_count():
     return func.count(Trajectory.id).filter(Trajectory.status != TrajectoryStatus.running.value)
 
 
-def recent(session: Session, limit: int) -> list[tuple[Run, int, int]]:
-    """Newest runs first, each with (trajectories, finished trajectories)."""
+def _status_count(status: TrajectoryStatus):
+    return func.count(Trajectory.id).filter(Trajectory.status == status.value)
+
+
+@dataclass(frozen=True)
+class TrajectoryCounts:
+    total: int
+    completed: int
+    failed: int
+    running: int
+    cancelled: int
+
+
+def recent(session: Session, limit: int) -> list[tuple[Run, TrajectoryCounts]]:
+    """Newest runs first, each with its trajectories counted by status."""
+    statuses = (TrajectoryStatus.completed, TrajectoryStatus.failed, TrajectoryStatus.running, TrajectoryStatus.cancelled)
     rows = session.execute(
-        select(Run, func.count(Trajectory.id), _finished_count())
+        select(Run, func.count(Trajectory.id), *map(_status_count, statuses))
         .outerjoin(Trajectory, Trajectory.run_id == Run.id)
         .group_by(Run.id)
         .order_by(Run.id.desc())
         .limit(limit)
     )
-    return [tuple(row) for row in rows]
+    return [(row[0], TrajectoryCounts(*row[1:])) for row in rows]
 
 
 def turn_rows(session: Session, run_id: int) -> list[tuple[Trajectory, Problem, Turn]]:
@@ -92,7 +113,8 @@ def complete_if_finished(session: Session, run_id: int) -> bool:
     done, total = progress(session, run_id)
     if run.status != RunStatus.running.value or done < total:
         return False
-    run.status = RunStatus.completed.value
+    failed = session.scalar(select(_status_count(TrajectoryStatus.failed)).where(Trajectory.run_id == run_id))
+    run.status = (RunStatus.completed_with_failures if failed else RunStatus.completed).value
     run.finished_at = utcnow()
     return True
 
@@ -117,3 +139,38 @@ def cancel(session: Session, run_id: int) -> int:
         run.status = RunStatus.cancelled.value
         run.finished_at = utcnow()
     return cancelled
+
+
+def failed_counts(session: Session, run_id: int) -> tuple[int, int]:
+    """(failed trajectories, all trajectories) of a run."""
+    failed, total = session.execute(select(_status_count(TrajectoryStatus.failed), func.count(Trajectory.id)).where(Trajectory.run_id == run_id)).one()
+    return failed, total
+
+
+def revive_failed(session: Session, run_id: int) -> list[tuple[int, str]]:
+    """Give each failed trajectory of a run a new attempt of its failed turn, from the stage that
+    failed (work already stored for the turn, its answer or its cleaning, is kept): the turn goes
+    back to that stage's waiting state, the trajectory and the run to running. Returns (turn id,
+    waiting state) of each revived turn, to enqueue. Locks trajectories before turns and the run."""
+    if session.get(Run, run_id).status == RunStatus.cancelled.value:
+        return []
+    failed_ids = list(session.scalars(
+        select(Trajectory.id).where(Trajectory.run_id == run_id, Trajectory.status == TrajectoryStatus.failed.value)
+        .order_by(Trajectory.id).with_for_update()
+    ))
+    revived = []
+    for trajectory_id in failed_ids:
+        turn = session.scalars(select(Turn).where(Turn.trajectory_id == trajectory_id).order_by(Turn.turn_index.desc()).limit(1)).one()
+        if turn.state != TurnState.failed.value:
+            continue
+        waiting = (TurnState.built if turn.built_at else TurnState.cleaned if turn.cleaned_at
+                   else TurnState.generated if turn.generated_at else TurnState.pending)
+        turn.state, turn.stage_attempts, turn.error, turn.error_kind = waiting.value, 0, None, None
+        turn.claimed_by, turn.lease_expires_at, turn.updated_at = None, None, turn_queries.db_now(session)
+        trajectory = session.get(Trajectory, trajectory_id)
+        trajectory.status, trajectory.finished_at, trajectory.return_ = TrajectoryStatus.running.value, None, None
+        revived.append((turn.id, waiting.value))
+    run = session.get(Run, run_id, with_for_update=True)
+    if revived:
+        run.status, run.finished_at = RunStatus.running.value, None
+    return revived

@@ -110,7 +110,8 @@ def finish_trajectory(session: Session, trajectory_id: int, status: TrajectorySt
     trajectory.status = status.value
     trajectory.finished_at = utcnow()
     if returns:
-        trajectory.return_ = returns[0]
+        if status is TrajectoryStatus.completed:  # a failed one has no return of its own; its scored turns do
+            trajectory.return_ = returns[0]
         for turn in trajectory.turns:
             turn.return_ = returns.get(turn.turn_index)
     return True
@@ -119,6 +120,12 @@ def finish_trajectory(session: Session, trajectory_id: int, status: TrajectorySt
 def expired_leases(session: Session, now: datetime) -> list[Turn]:
     working = [state.value for state in WORKING_TURN_STATES]
     return list(session.scalars(select(Turn).where(Turn.state.in_(working), Turn.lease_expires_at < now).order_by(Turn.id)))
+
+
+def live_leases(session: Session, now: datetime) -> list[Turn]:
+    """Working turns whose lease still runs: their worker may be alive, so the reconciler waits."""
+    working = [TurnState.generating.value, TurnState.cleaning.value, TurnState.evaluating.value]
+    return list(session.scalars(select(Turn).where(Turn.state.in_(working), Turn.lease_expires_at >= now).order_by(Turn.lease_expires_at)))
 
 
 def waiting_since(session: Session, before: datetime) -> list[Turn]:

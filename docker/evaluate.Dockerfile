@@ -6,4 +6,4 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /opt/kturn
 COPY . .
 RUN pip install --no-cache-dir torch && pip install --no-cache-dir -e '.[triton]'
-CMD ["celery", "-A", "orchestrator.app", "worker", "-Q", "evaluate", "-c", "1"]
+CMD ["celery", "-A", "orchestrator.app", "worker", "-Q", "evaluate", "-n", "evaluate@%h", "-l", "INFO", "-c", "1"]

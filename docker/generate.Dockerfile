@@ -5,4 +5,4 @@ WORKDIR /opt/kturn
 COPY . .
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch \
  && pip install --no-cache-dir -e .
-CMD ["celery", "-A", "orchestrator.app", "worker", "-Q", "generate", "-P", "threads", "-c", "128"]
+CMD ["celery", "-A", "orchestrator.app", "worker", "-Q", "generate", "-n", "generate@%h", "-l", "INFO", "-P", "threads", "-c", "128"]

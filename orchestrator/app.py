@@ -12,6 +12,7 @@ import ctypes
 import sys
 
 from celery import Celery, signals
+from celery.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
 from orchestrator import gpu_pinning  # noqa: F401  (connects its signal: one GPU per pool process)
@@ -23,6 +24,8 @@ TASK_MODULES = ["workers.generation.tasks", "workers.cleaning.tasks", "workers.b
 
 def create_app() -> Celery:
     settings = get_settings()
+    if settings.half_configured():
+        raise ImproperlyConfigured(settings.half_configured())
     celery = Celery("kturn", broker=settings.broker_url, include=TASK_MODULES)
     celery.conf.update(
         task_queues=[Queue(stage.queue, Exchange(stage.queue), routing_key=stage.queue) for stage in STAGES],

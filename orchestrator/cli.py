@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from enum import Enum
@@ -19,8 +20,8 @@ from orchestrator.settings import get_settings
 app = typer.Typer(help="kturn: multi-turn LLM kernel-generation rollouts.", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-# Piped output gets room for the per-turn table instead of the 80 columns Rich assumes.
-console = Console(width=None if sys.stdout.isatty() else 160)
+# Piped output gets room for wide tables instead of the 80 columns Rich assumes, unless COLUMNS says.
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 errors = Console(stderr=True)
 
 DEMO_ANSWERS = {"cpu": Path(__file__).with_name("data") / "demo_answers.jsonl",
@@ -39,10 +40,23 @@ class Device(str, Enum):
     cpu = "cpu"
 
 
+class FirstPrompt(str, Enum):
+    kturn = "kturn"
+    dataset = "dataset"
+
+
 class Generator(str, Enum):
     sglang = "sglang"
     openai = "openai"
     replay = "replay"
+
+
+@app.callback()
+def _environment() -> None:
+    """Refuse a half-configured environment before any command acts on it."""
+    problem = get_settings().half_configured()
+    if problem:
+        raise fail(problem)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -112,10 +126,15 @@ def run(
     record_tokens: Annotated[bool, typer.Option("--record-tokens", help="Store prompt/output token ids and logprobs per turn (table turn_tokens).")] = False,
     tokenizer: Annotated[Optional[str], typer.Option(help="Tokenize prompts here and send input_ids (HF hub name, directory or tokenizer.json).")] = None,
     stream_interval: Annotated[Optional[int], typer.Option(min=1, help="Output tokens per streamed chunk (default 8).")] = None,
+    first_prompt: Annotated[FirstPrompt, typer.Option(help="Turn 0's prompt: kturn's own, or a slime/TritonForge JSONL line's own `prompt` (dataset; kturn's where a problem has none).")] = FirstPrompt.kturn,
+    outage_hold: Annotated[Optional[float], typer.Option(min=0, help="Seconds a generation waits out an unreachable model server (refused or dropped connections, 5xx) before its turn fails; the turn is held in its worker, so the queue pauses instead of burning (default 1800; 0: a few quick retries).")] = None,
     gamma: Annotated[Optional[float], typer.Option(help="Discount of the return over turns (default 0.4).")] = None,
     early_stop: Annotated[Optional[float], typer.Option(help="End a trajectory once a turn's reward reaches this (default 1.3).")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds each correctness and timing phase may run.")] = None,
     cuda_arch: Annotated[Optional[str], typer.Option(help="TORCH_CUDA_ARCH_LIST of the GPUs, e.g. '9.0' for H100: CUDA answers are then built ahead on CPU build workers (without it, on the GPU host).")] = None,
+    memory_limit_mb: Annotated[Optional[int], typer.Option(min=256, help=f"Memory cap of each evaluation child, MB (default: {MEMORY_DEFAULT_HELP}).")] = None,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Pre-flight every problem's reference on this host first (as `kturn check`); --no-check where this host lacks the device.")] = True,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Run the problems that pass pre-flight and leave out the others (default: refuse the run).")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress and return when the run ends.")] = False,
     json_output: JsonFlag = False,
 ) -> None:
@@ -127,17 +146,25 @@ def run(
     try:
         config = RunConfig(
             generator=generator.value, urls=url or [], replay_path=str(replay.resolve()) if replay else None, enable_thinking=thinking,
-            samples=samples, max_turns=turns, **({"gamma": gamma} if gamma is not None else {}),
+            samples=samples, max_turns=turns, first_prompt=first_prompt.value, **({"gamma": gamma} if gamma is not None else {}),
             **({"early_stop_reward": early_stop} if early_stop is not None else {}),
         )
         config.sampling.update({k: v for k, v in overrides.items() if v is not None})
         config.evaluation.update(backend=backend.value, device=device.value, **({"run_timeout_s": timeout} if timeout else {}),
                                  **({"cuda_arch_list": cuda_arch} if cuda_arch else {}))
-        config.generation.update(record_tokens=record_tokens, tokenizer=tokenizer, **({"stream_interval": stream_interval} if stream_interval else {}))
+        config.generation.update(record_tokens=record_tokens, tokenizer=tokenizer, **({"stream_interval": stream_interval} if stream_interval else {}),
+                                 **({"outage_hold_s": outage_hold} if outage_hold is not None else {}))
         if not loop_abort:
             config.generation["loop_abort"] = None
         config = RunConfig.model_validate(config.model_dump())
         loaded = load_problems(problems, level or (), ids or ())
+    except (ValidationError, ValueError) as error:
+        raise fail(_readable(error)) from None
+    if check:
+        loaded, config = preflight_run(loaded, config, memory_limit_mb, skip_bad, quiet=json_output)
+    elif memory_limit_mb:
+        config.evaluation["memory_limit_mb"] = memory_limit_mb
+    try:
         if config.generator == "replay":
             from workers.generation import make_backend
 
@@ -150,6 +177,68 @@ def run(
     except (ValidationError, ValueError) as error:
         raise fail(_readable(error)) from None
     start_and_follow(config, loaded, wait, json_output)
+
+
+def _memory_default_help() -> str:
+    from orchestrator.preflight_checks import MIN_MEMORY_LIMIT_MB, PEAK_FACTOR, host_memory_mb
+
+    cpu_share = max(MIN_MEMORY_LIMIT_MB, host_memory_mb() // (2 * (os.cpu_count() or 1)))
+    return (f"the host's RAM shared by the evaluations it runs at once, two children each (one per GPU on cuda, one per core on cpu: "
+            f"{cpu_share} MB here on cpu), at least {MIN_MEMORY_LIMIT_MB} MB, raised to {PEAK_FACTOR:g}x the largest reference's pre-flight peak")
+
+
+MEMORY_DEFAULT_HELP = _memory_default_help()
+
+
+def preflight_table(checked) -> "Table":
+    from rich.table import Table
+
+    table = Table(title="pre-flight", title_justify="left")
+    table.add_column("problem", overflow="fold", ratio=2)
+    table.add_column("ok", no_wrap=True)
+    table.add_column("forward ms", justify="right", no_wrap=True)
+    table.add_column("peak MB", justify="right", no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=3)
+    for c in checked:
+        reason = "" if c.check.ok else f"{c.problem.origin}: {c.check.error.splitlines()[0]}" + (" (transient: try again)" if c.check.transient else "")
+        table.add_row(c.problem.key, "[green]yes[/]" if c.check.ok else "[bold red]no[/]", "-" if c.check.forward_ms is None else f"{c.check.forward_ms:.3g}",
+                      "-" if c.check.peak_memory_mb is None else f"{c.check.peak_memory_mb:,.0f}", reason)
+    return table
+
+
+def run_checks(loaded, settings, quiet: bool):
+    """Pre-flight with a progress bar on stderr; the device must be on this host."""
+    from dataclasses import replace
+
+    from orchestrator.preflight_checks import check_problems
+
+    if settings.device == "cuda" and not _cuda_available():
+        raise fail("pre-flight runs each reference on the chosen device on this host, and torch sees no CUDA GPU here: "
+                   "run from a GPU host, or pass --no-check")
+    with Progress(TextColumn("pre-flight"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=errors, disable=quiet) as progress:
+        bar = progress.add_task("pre-flight", total=len(loaded))
+        return check_problems(loaded, replace(settings), get_settings().cache_dir.expanduser(), on_done=lambda _c: progress.advance(bar))
+
+
+def preflight_run(loaded, config, memory_limit_mb: int | None, skip_bad: bool, quiet: bool):
+    """The problems to run and the config to run them with, after pre-flight: refused (exit 2) on a
+    problem that cannot run, unless --skip-bad; the memory cap derived from the host and the peaks."""
+    from orchestrator.preflight_checks import default_memory_limit_mb, memory_limit_for
+
+    floor = memory_limit_mb or default_memory_limit_mb(config.evaluation["device"])
+    config.evaluation["memory_limit_mb"] = floor
+    checked = run_checks(loaded, config.evaluation_settings(), quiet)
+    bad = [c for c in checked if not c.check.ok]
+    for c in bad:
+        errors.print(f"[bold red]{'skipped' if skip_bad else 'cannot run'}:[/] {c.problem.origin}: {c.check.error.splitlines()[0]}", highlight=False, soft_wrap=True)
+    if bad and not skip_bad:
+        raise fail(f"{len(bad)} of {len(checked)} problem(s) failed pre-flight (above); fix them, raise --memory-limit-mb or --timeout, "
+                   "or pass --skip-bad to run the rest")
+    good = [c for c in checked if c.check.ok]
+    if not good:
+        raise fail("no problem passed pre-flight")
+    config.evaluation["memory_limit_mb"] = memory_limit_mb or memory_limit_for(good, floor)
+    return [c.problem for c in good], config
 
 
 def _readable(error: Exception) -> str:
@@ -170,6 +259,12 @@ def start_and_follow(config, loaded, wait: bool, json_output: bool) -> None:
         raise fail(f"the run was stored but its turns could not be enqueued ({error}); once the broker is back, `kturn reconcile` enqueues them", code=1) from None
     if not json_output:
         console.print(f"run [bold]{run_id}[/]: {len(loaded)} problem(s) × {config.samples} sample(s), up to {config.max_turns} turn(s)")
+    follow_and_show(url, run_id, wait, json_output)
+
+
+def follow_and_show(url: str, run_id: int, wait: bool, json_output: bool) -> None:
+    """Follow the run to its end (always in the embedded default, with --wait on a cluster), show
+    its turns, and exit 1 when trajectories failed."""
     embedded = get_settings().embedded
     if embedded:
         follow_embedded(url, run_id, quiet=json_output)
@@ -179,6 +274,17 @@ def start_and_follow(config, loaded, wait: bool, json_output: bool) -> None:
         print_json({"run": run_id, **({"turns": status_rows(url, run_id)} if wait or embedded else {})})
     elif wait or embedded:
         show_status(url, existing_run(url, run_id))
+    if (wait or embedded) and existing_run(url, run_id).status == "completed_with_failures":
+        raise fail(f"run {run_id}: {failed_line(url, run_id)}; `kturn status {run_id}` shows why, `kturn retry {run_id}` revives them", code=1)
+
+
+def failed_line(url: str, run_id: int) -> str:
+    from db import runs as run_queries
+    from db.session import session_scope
+
+    with session_scope(url) as session:
+        failed, total = run_queries.failed_counts(session, run_id)
+    return f"{failed} of {total} trajectories failed"
 
 
 def _progress(quiet: bool) -> Progress:
@@ -268,6 +374,35 @@ def status(run_id: Annotated[int, typer.Argument(metavar="RUN")], json_output: J
         show_status(url, found)
 
 
+@app.command("check")
+def check_command(
+    problems: Annotated[list[Path], typer.Argument(help="KernelBench directories, slime JSONL files, or problem files.")],
+    device: Annotated[Device, typer.Option(help="Where the references run (this host).")] = Device.cpu,
+    level: Annotated[Optional[list[int]], typer.Option(help="Only these KernelBench levels (repeatable).")] = None,
+    ids: Annotated[Optional[list[int]], typer.Option("--id", help="Only these problem ids (repeatable).")] = None,
+    memory_limit_mb: Annotated[Optional[int], typer.Option(min=256, help="Memory cap of the reference's process, MB (default: as kturn run's).")] = None,
+    timeout: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds the reference's first call may run.")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Pre-flight: run each problem's reference once in the sandbox (in parallel, cached) and say which can run. Exit 1 if any cannot."""
+    from orchestrator.preflight_checks import default_memory_limit_mb
+    from workers.evaluation import EvalSettings
+
+    try:
+        loaded = load_problems(problems, level or (), ids or ())
+    except ProblemError as error:
+        raise fail(str(error)) from None
+    settings = EvalSettings(backend="cuda" if device is Device.cuda else "cpp", device=device.value,
+                            memory_limit_mb=memory_limit_mb or default_memory_limit_mb(device.value), **({"run_timeout_s": timeout} if timeout else {}))
+    checked = run_checks(loaded, settings, quiet=json_output)
+    if json_output:
+        print_json({"memory_limit_mb": settings.memory_limit_mb, "problems": [c.row() for c in checked]})
+    else:
+        console.print(preflight_table(checked))
+    if not all(c.check.ok for c in checked):
+        raise typer.Exit(1)
+
+
 @app.command()
 def runs(limit: Annotated[int, typer.Option(min=1)] = 20, json_output: JsonFlag = False) -> None:
     """The newest runs."""
@@ -276,8 +411,39 @@ def runs(limit: Annotated[int, typer.Option(min=1)] = 20, json_output: JsonFlag 
     from orchestrator.status_view import run_row, runs_table
 
     with session_scope(database_url()) as session:
-        rows = [run_row(*row) for row in run_queries.recent(session, limit)]
+        rows = [run_row(run, counts) for run, counts in run_queries.recent(session, limit)]
     print_json(rows) if json_output else console.print(runs_table(rows))
+
+
+@app.command()
+def retry(
+    run_id: Annotated[int, typer.Argument(metavar="RUN")],
+    wait: Annotated[bool, typer.Option("--wait", help="Show progress and return when the run ends.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Revive a run's failed trajectories: a new attempt of each failed turn, from the stage that failed."""
+    from orchestrator.revive import retry_failed
+
+    from kombu.exceptions import OperationalError as BrokerError
+
+    url = database_url()
+    if existing_run(url, run_id).status == "cancelled":
+        raise fail(f"run {run_id} was cancelled: its trajectories stay as they are")
+    try:
+        revived = retry_failed(run_id)
+    except BrokerError as error:
+        raise fail(f"the failed turns were revived but could not be enqueued ({error}); once the broker is back, `kturn reconcile` enqueues them", code=1) from None
+    if not json_output:
+        shown = ", ".join(f"turn {turn_id} to {stage}" for turn_id, stage in revived[:10]) + (", ..." if len(revived) > 10 else "")
+        console.print(f"run {run_id}: {len(revived)} failed trajectory(ies) revived" + (f" ({shown})" if revived else ": nothing to retry"), highlight=False, soft_wrap=True)
+    if not revived:
+        if json_output:
+            print_json({"run": run_id, "revived": []})
+        return
+    if json_output and not (wait or get_settings().embedded):
+        print_json({"run": run_id, "revived": [{"turn_id": t, "stage": s} for t, s in revived]})
+        return
+    follow_and_show(url, run_id, wait, json_output)
 
 
 @app.command()
@@ -300,6 +466,7 @@ def reconcile(
     json_output: JsonFlag = False,
 ) -> None:
     """Re-enqueue turns whose lease expired or whose message was lost (a wiped Redis included)."""
+    from orchestrator.reconcile_view import reconcile_dict, reconcile_lines
     from orchestrator.reconciler import reconcile as run_reconcile
 
     from kombu.exceptions import OperationalError as BrokerError
@@ -316,9 +483,10 @@ def reconcile(
             errors.print(f"reconcile failed, trying again in {every:g} s: {error}", highlight=False, soft_wrap=True)
         else:
             if json_output:
-                print_json({"expired": report.expired, "requeued": report.requeued, "failed": report.failed})
+                print_json(reconcile_dict(report))
             else:
-                console.print(f"{len(report.expired)} expired lease(s), {len(report.requeued)} turn(s) re-enqueued, {len(report.failed)} failed")
+                for line in reconcile_lines(report):
+                    console.print(line, highlight=False, soft_wrap=True)
             if get_settings().embedded:
                 from orchestrator import embedded
 

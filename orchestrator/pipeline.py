@@ -10,6 +10,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import takewhile
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
@@ -82,7 +83,7 @@ def load_context(session, turn_id: int) -> TurnContext:
         run_id=trajectory.run_id,
         sample_index=trajectory.sample_index,
         config=RunConfig.model_validate(trajectory.run.config),
-        problem=ProblemSpec(name=problem.name, level=problem.level, source=problem.source, origin=problem.origin or ""),
+        problem=ProblemSpec(name=problem.name, level=problem.level, source=problem.source, origin=problem.origin or "", prompt=problem.prompt),
         history=[PastTurn(answer=t.cleaned_response or "", feedback=t.feedback or "") for t in earlier],
         earlier_rewards=[t.reward or 0.0 for t in earlier],
         raw_response=turn.raw_response,
@@ -128,7 +129,7 @@ def _store(session, stage: Stage, claim: turn_queries.Claim, context: TurnContex
     trajectory = turn_queries.lock_trajectory(session, context.trajectory_id)  # before the turn row: see lock_trajectory
     if outcome.failure is not None:
         if turn_queries.store(session, claim, TurnState.failed, error=outcome.failure, **outcome.values):
-            end_trajectory(session, context.trajectory_id, context.run_id, TrajectoryStatus.failed, None)
+            fail_trajectory(session, context.trajectory_id, context.run_id)
         return []
     if not turn_queries.store(session, claim, stage.done, **{STAGE_TIMESTAMP[stage.name]: utcnow()}, **outcome.values):
         log.warning("turn %s: claim for %s was handed on before the work finished; result dropped", claim.turn_id, stage.name)
@@ -152,7 +153,7 @@ def retry_or_fail(stage: Stage, claim: turn_queries.Claim, trajectory_id: int, r
             error = f"{stage.name} failed {claim.stage_attempt} times; last: {reason}"[:2000]
             if not turn_queries.store(session, claim, TurnState.failed, error=error):
                 return None
-            end_trajectory(session, trajectory_id, run_id, TrajectoryStatus.failed, None)
+            fail_trajectory(session, trajectory_id, run_id)
             log.error("turn %s: %s", claim.turn_id, error)
             return "failed"
         if not turn_queries.release_claim(session, claim, stage.waiting):
@@ -184,6 +185,16 @@ def _advance(session, context: TurnContext, reward: float) -> list[tuple[Stage, 
     returns = dict(enumerate(discounted_returns(rewards, config.gamma)))
     end_trajectory(session, context.trajectory_id, context.run_id, TrajectoryStatus.completed, returns)
     return []
+
+
+def fail_trajectory(session, trajectory_id: int, run_id: int) -> None:
+    """End a trajectory as failed; the turns scored before the failure keep a return, discounted
+    over that scored prefix (what a trainer can still use), while the trajectory has none."""
+    turns = turn_queries.history(session, trajectory_id, before_index=1 << 30)
+    scored = [t.reward for t in takewhile(lambda t: t.state == TurnState.done.value and t.reward is not None, turns)]
+    gamma = turn_queries.lock_trajectory(session, trajectory_id).run.config.get("gamma", RunConfig.model_fields["gamma"].default)
+    returns = dict(enumerate(discounted_returns(scored, gamma))) if scored else None
+    end_trajectory(session, trajectory_id, run_id, TrajectoryStatus.failed, returns)
 
 
 def end_trajectory(session, trajectory_id: int, run_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> None:

@@ -11,7 +11,8 @@ from orchestrator.stages import GENERATE
 
 
 def start_run(config: RunConfig, problems: list[ProblemSpec]) -> int:
-    new_problems = [run_queries.NewProblem(p.name, p.level, p.source, p.source_hash, p.origin) for p in problems]
+    new_problems = [run_queries.NewProblem(p.name, p.level, p.source, p.source_hash, p.origin, p.stable_key, p.problem_id, p.instance_id, p.prompt)
+                    for p in problems]
     with session_scope(get_settings().sqlalchemy_url) as session:
         run_id, turn_ids = run_queries.create(session, config.model_dump(mode="json"), new_problems, config.samples)
     # Committed first: if enqueueing fails here, `kturn reconcile` finds the pending turns.

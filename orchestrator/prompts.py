@@ -51,16 +51,19 @@ def first_turn_messages(reference_source: str, backend: str) -> list[dict[str, s
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def build_messages(reference_source: str, backend: str, history: list[PastTurn], max_chars: int) -> list[dict[str, str]]:
-    """The conversation for the next turn, within `max_chars` of content.
+def build_messages(reference_source: str, backend: str, history: list[PastTurn], max_chars: int,
+                   first: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
+    """The conversation for the next turn, within `max_chars` of content: `first` (a dataset's own
+    turn-0 prompt) or kturn's, then each earlier answer and its feedback.
 
     The oldest attempts' answers are dropped first; the problem and every feedback message stay.
     """
-    messages = first_turn_messages(reference_source, backend)
+    messages = [dict(m) for m in first] if first else first_turn_messages(reference_source, backend)
+    opening = len(messages)
     for past in history:
         messages.append({"role": "assistant", "content": past.answer})
         messages.append({"role": "user", "content": past.feedback})
-    answer_positions = [2 + 2 * i for i in range(len(history))]
+    answer_positions = [opening + 2 * i for i in range(len(history))]
     for position in answer_positions[:-1]:
         if _size(messages) <= max_chars:
             break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from db import turns as turn_queries
 from db.session import session_scope
@@ -22,6 +22,10 @@ class ReconcileReport:
     expired: list[int] = field(default_factory=list)
     requeued: list[tuple[str, int]] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    # What it left alone: working turns whose lease still runs (turn id, state, lease end), and the
+    # database's clock when it looked.
+    leased: list[tuple[int, str, datetime]] = field(default_factory=list)
+    now: datetime | None = None
 
 
 def reconcile(older_than_s: float = 60.0) -> ReconcileReport:
@@ -33,6 +37,8 @@ def reconcile(older_than_s: float = 60.0) -> ReconcileReport:
         now = turn_queries.db_now(session)
         expired = [(turn_queries.claim_of(t), t.trajectory_id, t.trajectory.run_id) for t in turn_queries.expired_leases(session, now)]
         waiting = [(t.id, BY_WAITING_STATE[t.state]) for t in turn_queries.waiting_since(session, now - timedelta(seconds=older_than_s))]
+        report.leased = [(t.id, t.state, t.lease_expires_at) for t in turn_queries.live_leases(session, now)]
+        report.now = now
     for claim, trajectory_id, run_id in expired:
         stage = BY_WORKING_STATE[claim.working.value]
         report.expired.append(claim.turn_id)

@@ -71,6 +71,10 @@ class RunConfig(BaseModel):
     cleaning: dict[str, Any] = Field(default_factory=_cleaning_defaults)
     evaluation: dict[str, Any] = Field(default_factory=_evaluation_defaults)
     prompt: PromptBudget = Field(default_factory=PromptBudget)
+    # Turn 0's prompt: kturn's own (the reference and the backend's instructions, the same opening
+    # every later turn is built on), or "dataset": a slime/TritonForge line's own `prompt` where it
+    # has one (kturn's otherwise); later turns add answers and feedback after it either way.
+    first_prompt: Literal["kturn", "dataset"] = "kturn"
 
     @model_validator(mode="before")
     @classmethod

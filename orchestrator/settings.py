@@ -31,6 +31,18 @@ class Settings(BaseSettings):
     # turns it is generating were cancelled (their requests are then aborted).
     server_max_in_flight: int = 128
     cancel_poll_seconds: float = 1.0
+    # What kturn keeps between runs on this host (pre-flight verdicts under preflight/).
+    cache_dir: Path = Path("~/.cache/kturn")
+
+    def half_configured(self) -> str | None:
+        """Why these settings are unusable when exactly one of the two URLs is set: the CLI would
+        store to the embedded SQLite while enqueueing to the real Redis (or the reverse), and
+        nothing would ever run the turns."""
+        if (self.database_url is None) == (self.redis_url is None):
+            return None
+        given, missing = ("DATABASE_URL", "REDIS_URL") if self.redis_url is None else ("REDIS_URL", "DATABASE_URL")
+        return (f"{given} is set but {missing} is not: a cluster needs both (the database and the broker), "
+                "the embedded default neither")
 
     @property
     def embedded(self) -> bool:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from db.models import Problem, Run, Trajectory, Turn
@@ -34,7 +35,7 @@ def turn_row(trajectory: Trajectory, problem: Problem, turn: Turn) -> dict[str, 
     }
 
 
-def run_row(run: Run, trajectories: int, finished: int) -> dict[str, Any]:
+def run_row(run: Run, counts) -> dict[str, Any]:
     config = run.config
     return {
         "run": run.id,
@@ -43,8 +44,12 @@ def run_row(run: Run, trajectories: int, finished: int) -> dict[str, Any]:
         "generator": config.get("generator"),
         "model": config.get("model"),
         "backend": config.get("evaluation", {}).get("backend"),
-        "trajectories": trajectories,
-        "finished": finished,
+        "trajectories": counts.total,
+        "finished": counts.total - counts.running,
+        "completed": counts.completed,
+        "failed": counts.failed,
+        "running": counts.running,
+        "cancelled": counts.cancelled,
     }
 
 
@@ -58,30 +63,59 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-TURN_COLUMNS = {
-    "problem": "problem", "sample": "s", "turn": "t", "state": "state", "finish_reason": "finish",
-    "degenerate": "degen.", "has_code": "code", "compiled": "built", "correct": "correct",
-    "speedup": "speedup", "reward": "reward", "return": "return",
-}
+def outcome(row: dict[str, Any]) -> str:
+    """One turn's result in a few words: how the answer ended when that matters, what the cleaner
+    and the evaluation made of it, and the error of a failed turn."""
+    parts = [row["finish_reason"]] if row["finish_reason"] in ("length", "loop", "abort") else []
+    if row["degenerate"]:
+        parts.append("degenerate")
+    if row["has_code"] is False:
+        parts.append("no code")
+    elif row["compiled"] is False:
+        parts.append("not built")
+    elif row["correct"] is False:
+        parts.append("incorrect")
+    elif row["correct"]:
+        parts.append(f"correct {row['speedup']:.2f}x" if row["speedup"] is not None else "correct")
+    parts += row["flags"] or []
+    if row["error"] and (row["state"] == "failed" or row["compiled"] is None):
+        parts.append(row["error"].splitlines()[0][:120])
+    return ", ".join(parts) or "-"
 
 
 def turns_table(run: Run, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"run {run.id} · {run.status}")
-    for header in TURN_COLUMNS.values():
+    """Fits 80 columns: the numbers never wrap, a long problem name and the outcome fold onto more
+    lines, and a problem's name is written once, on its first row."""
+    table = Table(title=f"run {run.id} · {run.status}", box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    table.add_column("problem", overflow="fold", ratio=1, min_width=14)
+    for header in ("s", "t", "state"):
         table.add_column(header, no_wrap=True)
-    table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=48)
+    table.add_column("outcome", overflow="fold", ratio=1, min_width=14)
+    for header in ("reward", "return"):
+        table.add_column(header, no_wrap=True, justify="right")
+    previous = None
     for row in rows:
-        error = (row["error"] or "").splitlines()[0] if row["error"] else "-"
-        table.add_row(*[_fmt(row[c]) for c in TURN_COLUMNS], error)
+        name = row["problem"] if row["problem"] != previous else ""
+        previous = row["problem"]
+        table.add_row(name, _fmt(row["sample"]), _fmt(row["turn"]), row["state"], outcome(row), _fmt(row["reward"]), _fmt(row["return"]))
     return table
 
 
+RUNS_COLUMNS = {"run": "run", "status": "status", "created_at": "created", "model": "model", "trajectories": "traj.",
+                "completed": "done", "failed": "failed", "running": "running"}
+
+
 def runs_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="runs")
-    for column in ("run", "status", "created_at", "generator", "model", "backend", "trajectories", "finished"):
-        table.add_column(column.replace("_", " "))
+    """Trajectories of each run by how they ended: failures in plain sight."""
+    table = Table(title="runs", box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    for key, header in RUNS_COLUMNS.items():
+        table.add_column(header, no_wrap=key not in ("model", "status"), overflow="fold", justify="right" if key in ("trajectories", "completed", "failed", "running") else "left")
     for row in rows:
-        table.add_row(*[_fmt(v) for v in row.values()])
+        cells = [_fmt(row[key]) for key in RUNS_COLUMNS]
+        cells[1] = row["status"] + (f" ({row['cancelled']} cancelled)" if row["cancelled"] else "")
+        cells[2] = row["created_at"].replace("T", " ")[:16]
+        cells[5 + 1] = f"[bold red]{row['failed']}[/]" if row["failed"] else "0"
+        table.add_row(*cells)
     return table
 
 

@@ -71,12 +71,12 @@ class Cluster:
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text()
 
-    def start_double(self, script: dict, *args: str, name: str = "sglang_double") -> str:
+    def start_double(self, script: dict, *args: str, name: str = "sglang_double", port: int | None = None) -> str:
         """The SGLang test double as its own process; `args` are its options (e.g. --token-rate 400).
-        The first one started is `double_url`."""
+        The first one started is `double_url`; `port` starts it again where it was (after an outage)."""
         script_path = self.workdir / f"{name}_script.json"
         script_path.write_text(json.dumps(script))
-        port = free_port()
+        port = port or free_port()
         self._spawn(name, [sys.executable, str(ROOT / "tests" / "sglang_double.py"), "--port", str(port), "--script", str(script_path), *args])
         url = f"http://127.0.0.1:{port}"
         self.double_url = self.double_url or url

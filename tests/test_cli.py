@@ -91,10 +91,20 @@ def test_run_rejects_bad_settings_clearly(tmp_path, args, message):
 
 
 def test_unreachable_database_is_a_clear_error(tmp_path):
-    result = kturn("runs", cwd=tmp_path, env={"DATABASE_URL": "postgresql://kturn:secret@127.0.0.1:1/kturn"})
+    result = kturn("runs", cwd=tmp_path, env={"DATABASE_URL": "postgresql://kturn:secret@127.0.0.1:1/kturn", "REDIS_URL": "redis://127.0.0.1:1/0"})
     assert result.returncode == 2
     assert "cannot reach the database" in result.stderr and "secret" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("given", "missing"), [("DATABASE_URL", "REDIS_URL"), ("REDIS_URL", "DATABASE_URL")])
+def test_only_one_of_the_two_urls_is_a_clear_error(tmp_path, given, missing):
+    """One URL alone would store to the embedded SQLite while enqueueing to the real Redis (or the reverse)."""
+    url = {"DATABASE_URL": "postgresql://kturn@127.0.0.1:1/kturn", "REDIS_URL": "redis://127.0.0.1:1/0"}[given]
+    result = kturn("runs", cwd=tmp_path, env={given: url})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{given} is set but {missing} is not" in result.stderr
+    assert not (tmp_path / ".kturn").exists()  # nothing embedded was created on the way
 
 
 def test_run_with_a_malformed_replay_file_creates_nothing(tmp_path):
@@ -103,3 +113,38 @@ def test_run_with_a_malformed_replay_file_creates_nothing(tmp_path):
     result = kturn("run", str(ROOT / "orchestrator/data/problems"), "--backend", "cpp", "--device", "cpu", "--generator", "replay", "--replay", str(replay), cwd=tmp_path)
     assert result.returncode == 2 and "answers.jsonl" in result.stderr and "2" in result.stderr
     assert json.loads(kturn("runs", "--json", cwd=tmp_path).stdout) == []
+
+
+KERNELBENCH = ROOT / "tests" / "data" / "kernelbench"
+BUNDLED_RELU = ROOT / "orchestrator/data/problems/level1/1_ReLU.py"
+MAMBA = KERNELBENCH / "level3" / "48_Mamba2ReturnY.py"  # KernelBench's own file: it imports einops, which the host lacks
+
+
+def test_check_runs_each_reference_once_says_why_one_cannot_run_and_caches(tmp_path):
+    env = {"KTURN_CACHE_DIR": str(tmp_path / "cache")}
+    first = kturn("check", str(BUNDLED_RELU), str(MAMBA), "--json", cwd=tmp_path, env=env)
+    assert first.returncode == 1, first.stderr
+    relu, mamba = json.loads(first.stdout)["problems"]
+    assert relu["ok"] and relu["forward_ms"] > 0 and not relu["cached"]
+    assert not mamba["ok"] and not mamba["transient"] and "No module named 'einops'" in mamba["error"] and mamba["origin"] == str(MAMBA)
+    again = json.loads(kturn("check", str(BUNDLED_RELU), str(MAMBA), "--json", cwd=tmp_path, env=env).stdout)["problems"]
+    assert [p["cached"] for p in again] == [True, True] and again[1]["error"] == mamba["error"]
+    table = kturn("check", str(BUNDLED_RELU), str(MAMBA), cwd=tmp_path, env=env | {"COLUMNS": "100"})
+    assert "level3/48_Mamba2ReturnY" in table.stdout and "einops" in table.stdout and "forward ms" in table.stdout
+
+
+def test_run_refuses_a_problem_that_fails_pre_flight_and_skip_bad_runs_the_rest(tmp_path):
+    replay = tmp_path / "answers.jsonl"
+    replay.write_text(json.dumps({"problem": "level1/1_ReLU", "turn": 0, "text": "no code"}) + "\n")
+    args = ("run", str(BUNDLED_RELU), str(MAMBA), "--backend", "cpp", "--device", "cpu", "--turns", "1", "--generator", "replay", "--replay", str(replay))
+    refused = kturn(*args, cwd=tmp_path)
+    assert refused.returncode == 2 and str(MAMBA) in refused.stderr and "einops" in refused.stderr and "--skip-bad" in refused.stderr
+    assert json.loads(kturn("runs", "--json", cwd=tmp_path).stdout) == []
+    ran = kturn(*args, "--skip-bad", "--json", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert [t["problem"] for t in json.loads(ran.stdout.splitlines()[-1])["turns"]] == ["level1/1_ReLU"]
+
+
+def test_run_help_shows_the_limits_and_their_host_derived_defaults(tmp_path):
+    shown = " ".join(kturn("run", "--help", cwd=tmp_path, env={"COLUMNS": "200"}).stdout.split())
+    assert "--memory-limit-mb" in shown and "host's RAM" in shown and "--timeout" in shown and "--skip-bad" in shown

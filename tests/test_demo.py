@@ -104,3 +104,11 @@ def test_the_cuda_demo_says_plainly_when_there_is_no_gpu():
         pytest.skip("this host has a GPU: scripts/gpu_check.sh runs the CUDA demo")
     result = subprocess.run([KTURN, "demo", "--device", "cuda"], env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "needs a CUDA GPU" in result.stderr
+
+
+def test_status_fits_80_columns_when_piped(demo):
+    tmp_path, _ = demo
+    status = subprocess.run([KTURN, "status", "1"], cwd=tmp_path, env=ENV | {"COLUMNS": "80"}, capture_output=True, text=True, timeout=120)
+    lines = status.stdout.splitlines()
+    assert status.returncode == 0 and max(map(len, lines)) <= 80
+    assert sum(" done " in line for line in lines) == 6 and "level1/2_Scaled_Add" in status.stdout

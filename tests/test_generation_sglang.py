@@ -2,6 +2,7 @@
 
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,9 +13,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is not a pack
 from sglang_double import SGLangDouble  # noqa: E402
 
 from workers.generation import (  # noqa: E402
+    AbortSignal,
     GenerationBackend,
     GenerationError,
     GenerationRequest,
+    GenerationSettings,
     SamplingParams,
     ServerPool,
     SGLangBackend,
@@ -37,7 +40,8 @@ def double():
 
 
 def _backend(url, **kwargs):
-    return make_backend("sglang", url=url, **{"retries": 3, "backoff_s": 0.0, **kwargs})
+    """Quick retries only, unless a test holds through an outage (settings=...)."""
+    return make_backend("sglang", url=url, **{"retries": 3, "backoff_s": 0.0, "settings": GenerationSettings(outage_hold_s=0), **kwargs})
 
 
 def _request(task="Write ReLU", rid="run1/p1/s0/t0", **sampling):
@@ -112,7 +116,7 @@ def test_5xx_is_retried_then_succeeds(double):
 
 def test_5xx_that_persists_becomes_generation_error(double):
     double.fail_next = 10
-    with pytest.raises(GenerationError, match=r"unreachable after 2 attempts: HTTP 503.*injected"):
+    with pytest.raises(GenerationError, match=r"unreachable after 2 attempts over 0 s: HTTP 503.*injected"):
         _backend(double.url, retries=2).generate(_request())
     assert len(double.requests) == 2
 
@@ -121,7 +125,7 @@ def test_dead_server_fails_fast_with_clear_message(double):
     url = double.url
     double.stop()  # nothing listens on the port any more
     started = time.monotonic()
-    with pytest.raises(GenerationError, match=rf"SGLang server at {url} unreachable after 3 attempts: ConnectError"):
+    with pytest.raises(GenerationError, match=rf"SGLang server at {url} unreachable after 3 attempts over 0 s: ConnectError"):
         _backend(url, retries=3, backoff_s=0.01).generate(_request())
     assert time.monotonic() - started < 2
     assert _backend(url).served_model_path() is None
@@ -177,3 +181,33 @@ def test_malformed_stream_is_a_generation_error(body, message):
     backend = SGLangBackend("http://sglang.invalid:30000", pool=pool)
     with pytest.raises(GenerationError, match=rf"sglang.invalid:30000 .*{message}"):
         backend.generate(_request())
+
+
+def test_an_outage_longer_than_the_quick_retries_is_waited_out(double):
+    """The server is down for longer than the quick retries last (3 attempts, no backoff): with a hold
+    the request waits, trying again every poll, and is answered once the server is back."""
+    backend = _backend(double.url, settings=GenerationSettings(outage_hold_s=30, outage_poll_s=0.2))
+    double.stop()
+    restart = threading.Timer(1.5, double.start)
+    restart.start()
+    started = time.monotonic()
+    try:
+        assert backend.generate(_request("Write tanh")).text == KERNEL
+    finally:
+        restart.join()
+    assert 1.5 <= time.monotonic() - started < 10
+
+
+def test_a_hold_ends_when_it_runs_out_or_when_the_turn_is_aborted(double):
+    url = double.url
+    double.stop()
+    started = time.monotonic()
+    with pytest.raises(GenerationError, match=rf"{url} unreachable after \d+ attempts over 1 s: ConnectError"):
+        _backend(url, settings=GenerationSettings(outage_hold_s=1, outage_poll_s=0.1)).generate(_request())
+    assert 1 <= time.monotonic() - started < 5
+    abort = AbortSignal()
+    threading.Timer(0.5, abort.abort, args=("cancelled",)).start()
+    started = time.monotonic()
+    with pytest.raises(GenerationError):
+        _backend(url, settings=GenerationSettings(outage_hold_s=600, outage_poll_s=60)).generate(_request(), abort)
+    assert time.monotonic() - started < 3  # the cancelled turn's wait ends at once, not at the next poll

@@ -4,6 +4,7 @@ and logprobs, and cancelling a run aborts its requests in flight."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -102,3 +103,26 @@ def test_cancelling_a_run_aborts_its_requests_in_flight(cluster, db):
     assert all(s["aborted"] and s["tokens_sent"] < len(ENDLESS) // 4 // 10 for s in streams)
     assert {t["state"] for t in turns_of(db, run_id)} == {"cancelled"}
     assert "no longer generating" in next(cluster.log(name) for name in cluster.processes if name.startswith("generate-"))
+
+
+def test_an_outage_longer_than_the_retries_is_waited_out_and_nothing_fails(cluster, db):
+    """The model server is down for longer than the quick retries last (five attempts, a few seconds
+    of backoff). A generate worker with one slot holds its turn (still `generating`, its 6 s lease
+    renewed all along) and takes no more messages, so the other turns wait in the queue instead of
+    failing one after another; once the server is back on the same address every turn is answered
+    and cleaned, and nothing failed."""
+    port = int(cluster.double_url.rsplit(":", 1)[1])
+    with cluster.stopped("generate"):  # started again below with one slot (-c 1)
+        run_id = _run(cluster, cluster.double_url, "--outage-hold", "300")
+        cluster.kill("sglang_double")  # connections refused from now on
+    worker = [n for n in cluster.processes if n.startswith("generate-")][-1]
+    wait_for(lambda: "into a hold of up to 300 s" in cluster.log(worker), 60, "the worker to hold its turn")
+    for _ in range(5):  # 25 s: longer than the quick retries, and than four leases
+        time.sleep(5)
+        held = rows(db, """SELECT t.state, t.lease_expires_at > now() AS leased FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id
+                           WHERE tr.run_id = :run ORDER BY t.state""", run=run_id)
+        assert held == [{"state": "generating", "leased": True}] + [{"state": "pending", "leased": None}] * 3
+    cluster.start_double(SCRIPT, "--token-rate", str(TOKEN_RATE), "--weight-version", "step-3", port=port)
+    turns = _cleaned(db, run_id)
+    assert all(t["raw_response"] and t["error"] is None for t in turns)
+    assert rows(db, "SELECT count(*) AS failed FROM trajectories WHERE run_id = :run AND status = 'failed'", run=run_id) == [{"failed": 0}]

@@ -60,3 +60,12 @@ def test_feedback_is_bounded():
     text = evaluation_feedback({"compiled": False, "error_kind": "compile_error", "error": long_error}, 0.0, 500)
     assert len(text) < 500 + 300
     assert bounded("abc", 10) == "abc"
+
+
+def test_a_dataset_prompt_opens_the_conversation_and_later_turns_follow_it():
+    first = [{"role": "system", "content": "Triton only."}, {"role": "user", "content": "Make this fast: ..."}, {"role": "assistant", "content": "ok"},
+             {"role": "user", "content": "go"}]
+    history = [PastTurn(answer="A" * 5000, feedback="f0"), PastTurn(answer="B" * 5000, feedback="f1")]
+    messages = build_messages("unused reference", "triton", history, max_chars=8000, first=first)
+    assert messages[:4] == first and [m["role"] for m in messages[4:]] == ["assistant", "user"] * 2
+    assert messages[4]["content"] == OMITTED_ATTEMPT and messages[6]["content"] == "B" * 5000  # the oldest answer is dropped, not the prompt

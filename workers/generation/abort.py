@@ -20,6 +20,7 @@ class AbortSignal:
         self._lock = threading.Lock()
         self._reason: str | None = None
         self._on_abort: Callable[[], None] | None = None
+        self._aborted = threading.Event()
 
     @property
     def reason(self) -> str | None:
@@ -32,9 +33,14 @@ class AbortSignal:
                 return False
             self._reason = reason
             stop = self._on_abort
+        self._aborted.set()
         if stop is not None:
             stop()
         return True
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once on an abort (a turn held through an outage, its run cancelled)."""
+        self._aborted.wait(seconds)
 
     def while_running(self, stop: Callable[[], None]) -> _Registration:
         """`with signal.while_running(stop):` — `stop` is called if an abort comes (or came) meanwhile."""

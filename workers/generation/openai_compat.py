@@ -61,7 +61,8 @@ class OpenAIBackend(ServerBackend):
 
         if abort.reason is not None:
             return _ChatStream(self, self.url, request, abort).result(time.monotonic() - started)
-        return self.pool.stream(self.urls, request.affinity_key or request.rid, "/v1/chat/completions", payload, consume, server_name=SERVER_NAME)
+        return self.pool.stream(self.urls, request.affinity_key or request.rid, "/v1/chat/completions", payload, consume, server_name=SERVER_NAME,
+                                hold_s=self.settings.outage_hold_s, poll_s=self.settings.outage_poll_s, abort=abort)
 
     def server_info(self, url: str):
         return check_openai_server(self.pool, url)

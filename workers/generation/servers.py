@@ -10,6 +10,9 @@ trajectory.
   jittered exponential wait (or the server's Retry-After); a refused or dropped connection tries
   the next server in the trajectory's order. A 4xx other than 429 is the request's fault and is
   not retried; nor is a read timeout (the server is alive and may still be generating).
+- Outages: with `hold_s`, the retries go on (every `poll_s` at most) until the servers have been
+  unreachable that long, not just for the few quick attempts: a restarting model server is waited
+  out instead of failing every turn in flight. An abort (a cancelled run) ends the wait at once.
 
 Create the pool inside the worker process: an httpx client must not cross a fork.
 """
@@ -19,12 +22,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, stop_all, stop_any, wait_random_exponential
+
+from workers.generation.abort import AbortSignal
 
 from workers.generation.backend import GenerationError
 
@@ -129,17 +135,24 @@ class ServerPool:
         consume: Callable[[str, httpx.Response], T],
         *,
         server_name: str,
+        hold_s: float = 0.0,
+        poll_s: float | None = None,
+        abort: AbortSignal | None = None,
     ) -> T:
         """POST `payload` to the first server ranked for `key` and hand the open streaming response
-        to `consume(url, response)`; retried as the module docstring says. GenerationError when the
-        attempts run out or the server refuses the request."""
+        to `consume(url, response)`; retried as the module docstring says (through an outage of up
+        to `hold_s`). GenerationError when the attempts run out or the server refuses the request."""
         order = rank_servers(urls, key)
         down = 0
         url = order[0]
+        attempts = stop_after_attempt(self.retries)
         retrying = Retrying(
-            stop=stop_after_attempt(self.retries),
-            wait=self._wait,
+            stop=stop_any(stop_all(attempts, stop_after_delay(hold_s)) if hold_s > 0 else attempts,
+                          lambda _state: abort is not None and abort.reason is not None),
+            wait=lambda state: min(self._wait(state), poll_s or self._max_backoff_s),
+            sleep=abort.sleep if abort is not None else time.sleep,
             retry=retry_if_exception_type(TransientError),
+            before_sleep=lambda state: self._log_retry(state, server_name, order[down % len(order)], hold_s),
             reraise=True,
         )
         try:
@@ -152,8 +165,16 @@ class ServerPool:
                         down += 1
                         raise
         except TransientError as exc:
-            raise GenerationError(f"{server_name} server at {url} unreachable after {self.retries} attempts: {exc}") from exc
+            held = retrying.statistics.get("delay_since_first_attempt", 0.0)
+            raise GenerationError(f"{server_name} server at {url} unreachable after {retrying.statistics.get('attempt_number', self.retries)} "
+                                  f"attempts over {held:.0f} s: {exc}") from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    @staticmethod
+    def _log_retry(state: RetryCallState, server_name: str, url: str, hold_s: float) -> None:
+        log.warning("%s server at %s: %s; attempt %d failed, %.0f s into a hold of up to %.0f s, next try in %.1f s",
+                    server_name, url, state.outcome.exception(), state.attempt_number, state.seconds_since_start or 0.0, hold_s,
+                    state.upcoming_sleep)
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None

@@ -34,12 +34,21 @@ class GenerationSettings:
     # After an abort, how long to wait for the server's last chunk (the decoded tokens and their
     # logprobs) before closing the stream.
     abort_grace_s: float = 5.0
+    # A model server that cannot be reached (refused or dropped connections, connect timeouts, 5xx:
+    # a restart, an outage) is waited for this long before the turn fails: the turn is held in its
+    # worker (its lease renewed), so a worker whose threads all wait takes no more messages and
+    # the queue pauses instead of burning. While held, the server is tried again at least every
+    # outage_poll_s. 0: only the pool's few quick retries.
+    outage_hold_s: float = 1800.0
+    outage_poll_s: float = 15.0
 
     def __post_init__(self) -> None:
         if isinstance(self.loop_abort, dict):
             object.__setattr__(self, "loop_abort", CleaningSettings(**self.loop_abort))
         if isinstance(self.stream_interval, bool) or not isinstance(self.stream_interval, int) or self.stream_interval < 1:
             raise ValueError(f"GenerationSettings.stream_interval must be an integer >= 1, got {self.stream_interval!r}")
+        if not (self.outage_hold_s >= 0 and self.outage_poll_s > 0):
+            raise ValueError(f"GenerationSettings.outage_hold_s must be >= 0 and outage_poll_s > 0, got {self.outage_hold_s!r}, {self.outage_poll_s!r}")
         if not self.abort_grace_s >= 0:
             raise ValueError(f"GenerationSettings.abort_grace_s must be >= 0, got {self.abort_grace_s!r}")
 

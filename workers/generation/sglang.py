@@ -54,7 +54,8 @@ class SGLangBackend(ServerBackend):
 
         if abort.reason is not None:  # cancelled while it waited: nothing is sent
             return _Stream(self, self.url, request.rid, abort).result(prompt, prompt_ids, time.monotonic() - started)
-        return self.pool.stream(self.urls, request.affinity_key or request.rid, "/generate", payload, consume, server_name=SERVER_NAME)
+        return self.pool.stream(self.urls, request.affinity_key or request.rid, "/generate", payload, consume, server_name=SERVER_NAME,
+                                hold_s=self.settings.outage_hold_s, poll_s=self.settings.outage_poll_s, abort=abort)
 
     def server_info(self, url: str):
         return check_sglang_server(self.pool, url)

@@ -43,7 +43,8 @@ def backend_for(config: RunConfig) -> GenerationBackend:
 
 def generate_turn(context: TurnContext) -> Outcome:
     config = context.config
-    messages = build_messages(context.problem.source, config.backend, context.history, config.prompt.max_prompt_chars)
+    first = context.problem.prompt if config.first_prompt == "dataset" else None
+    messages = build_messages(context.problem.source, config.backend, context.history, config.prompt.max_prompt_chars, first)
     request = GenerationRequest(
         rid=f"kturn-turn-{context.turn_id}",
         messages=messages,

@@ -1,7 +1,7 @@
 """builds: the build stage's state, timestamp and summary on turns; builds that travel to evaluate hosts
 
 Revision ID: 0007_builds
-Revises: 0004_views
+Revises: 0006_real_data
 Create Date: 2026-11-26
 
 Columns are added in place (no table rebuild on SQLite, so the views of 0004 stay).
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 revision = '0007_builds'
-down_revision = '0004_views'
+down_revision = '0006_real_data'
 branch_labels = None
 depends_on = None
 

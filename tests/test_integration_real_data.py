@@ -1,0 +1,69 @@
+"""Real-format data through real workers: KernelBench's own files (sizes cut down so the CPU runs them
+in seconds) as a TritonForge-style slime JSONL with two problems of the same name, their own prompts
+used for turn 0, and the model server down in the middle of the run for longer than the retries."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import rows, started, turns_of, wait_for
+
+pytestmark = pytest.mark.integration
+
+KERNELBENCH = Path(__file__).parent / "data" / "kernelbench"
+SMALL = {"batch_size": 8, "in_features": 16, "out_features": 16}
+ANSWER = "I would fuse the GEMM, the scale and the batch norm, but here is no code yet."
+
+
+def small(source: str) -> str:
+    """KernelBench's file with its size constants cut down; everything else as it is."""
+    for name, value in SMALL.items():
+        source = re.sub(rf"^{name} = \d+$", f"{name} = {value}", source, flags=re.M)
+    return source
+
+
+def slime_line(problem_id: int) -> dict:
+    source = small((KERNELBENCH / "level2" / f"{problem_id}_Gemm_Scale_BatchNorm.py").read_text())
+    prompt = [{"role": "system", "content": "You write Triton kernels."},
+              {"role": "user", "content": f"Optimize problem {problem_id} (Gemm_Scale_BatchNorm):\n{source}"}]
+    return {"prompt": prompt, "label": source, "instance_id": f"kernelbench_level2_{problem_id}",
+            "extra_info": {"level": 2, "problem_id": problem_id, "problem_name": "Gemm_Scale_BatchNorm"}}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, postgres_url, redis_url):
+    with started(tmp_path_factory.mktemp("real_data"), postgres_url, redis_url, {"Gemm_Scale_BatchNorm": [ANSWER]}) as cluster:
+        yield cluster
+
+
+def test_a_tritonforge_jsonl_with_shared_names_runs_through_an_outage_with_nothing_failed(cluster, db, tmp_path):
+    jsonl = tmp_path / "kernel_bench_triton_level_2.jsonl"
+    lines = [slime_line(33), slime_line(39)]
+    jsonl.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    port = int(cluster.double_url.rsplit(":", 1)[1])
+    with cluster.stopped("generate"):
+        run_id = cluster.kturn_json("run", str(jsonl), "--backend", "triton", "--device", "cpu", "--turns", "2", "--early-stop", "100",
+                                    "--generator", "sglang", "--url", cluster.double_url, "--first-prompt", "dataset", "--outage-hold", "300")["run"]
+        cluster.kill("sglang_double")
+    worker = [n for n in cluster.processes if n.startswith("generate-")][-1]
+    wait_for(lambda: "into a hold of up to 300 s" in cluster.log(worker), 60, "the worker to hold its turn")
+    time.sleep(20)  # longer than the quick retries
+    assert rows(db, "SELECT count(*) AS n FROM trajectories WHERE run_id = :run AND status = 'failed'", run=run_id) == [{"n": 0}]
+    cluster.start_double({"Gemm_Scale_BatchNorm": [ANSWER]}, port=port)
+
+    wait_for(lambda: rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id)[0]["status"] != "running", 300, "the run to end")
+    assert rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id) == [{"status": "completed"}]
+    problems = rows(db, """SELECT p.name, p.problem_key, p.kernelbench_id, p.instance_id FROM problems p
+                           JOIN trajectories tr ON tr.problem_id = p.id WHERE tr.run_id = :run ORDER BY p.name""", run=run_id)
+    assert problems == [{"name": f"{i}_Gemm_Scale_BatchNorm", "problem_key": f"level2/{i}", "kernelbench_id": i, "instance_id": f"kernelbench_level2_{i}"}
+                        for i in (33, 39)]
+    turns = turns_of(db, run_id)
+    assert [(t["problem"], t["turn_index"], t["state"]) for t in turns] == [(f"{i}_Gemm_Scale_BatchNorm", k, "done") for i in (33, 39) for k in (0, 1)]
+    for line, turn0 in zip(lines, [t for t in turns if t["turn_index"] == 0]):
+        assert turn0["prompt_messages"] == line["prompt"]  # the dataset's own prompt opened the trajectory
+    [listed] = [r for r in cluster.kturn_json("runs") if r["run"] == run_id]
+    assert (listed["completed"], listed["failed"], listed["running"]) == (2, 0, 0)
