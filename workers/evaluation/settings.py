@@ -45,7 +45,7 @@ class EvalSettings:
     strict_flags: tuple[str, ...] = DEFAULT_STRICT_FLAGS  # flags that disqualify (reward 0)
     skip_run_when_disqualified: bool = True  # a static strict flag ends the evaluation before any child runs
     max_processes: int = 512          # pids cgroup per child; RLIMIT_NPROC where no cgroup
-    max_file_mb: int = 2048           # RLIMIT_FSIZE
+    max_file_mb: int = 2048           # RLIMIT_FSIZE (at least memory_limit_mb: a batch's inputs are one file)
     # When the harness runs as root, each child runs as a uid of its own from
     # [sandbox_uid, sandbox_uid + sandbox_uid_pool), group sandbox_uid (see sandbox/users.py).
     # Unassigned ids by default: no host account or file belongs to them. 0 turns it off.

@@ -128,7 +128,8 @@ class Child:
         memory_capped = bool(self.group and ("memory.max" in self.group.caps or "memory.limit_in_bytes" in self.group.caps))
         return {"as_bytes": s.memory_limit_mb << 20 if s.device == "cpu" and not memory_capped else None,
                 "cpu_s": int((s.compile_timeout_s + 4 * s.run_timeout_s) * max(1, s.cpu_threads) + 60),
-                "fsize_bytes": s.max_file_mb << 20,
+                # a batch's inputs are one file (a memfd): whatever fits in memory must fit in a file
+                "fsize_bytes": max(s.max_file_mb, s.memory_limit_mb) << 20,
                 "nproc": None if self.group else s.max_processes}
 
     def _environment(self, sandboxed: bool) -> dict:
