@@ -6,11 +6,12 @@ duplicate worker whose lease was handed on can never overwrite a newer attempt.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Interval, String, and_, bindparam, case, func, insert, select, update
+from sqlalchemy.orm import Session, aliased
 
 from db.models import FINAL_TURN_STATES, Problem, Run, Trajectory, TrajectoryStatus, Turn, TurnState, utcnow
 
@@ -45,47 +46,103 @@ CLAIMED_COLUMNS = (Turn.attempts, Turn.stage_attempts, Turn.trajectory_id, Turn.
 
 def claim(session: Session, turn_id: int, waiting: TurnState, working: TurnState, worker: str, lease_seconds: float) -> Claim | None:
     """Move a turn from its waiting to its working state; None when another delivery got there first."""
-    claimed = claim_row(session, turn_id, waiting, working, worker, lease_seconds)
-    return None if claimed is None else claimed[0]
+    dialect = session.get_bind().dialect.name
+    row = session.execute(_claiming(dialect, waiting, working), _claim_params(dialect, turn_id, worker, lease_seconds)).first()
+    return None if row is None else _claim_of_row(row._asdict(), turn_id, working)
 
 
-def claim_row(session: Session, turn_id: int, waiting: TurnState, working: TurnState, worker: str,
-              lease_seconds: float) -> tuple[Claim, dict[str, Any]] | None:
-    """`claim`, in one statement that also returns the turn's own columns (CLAIMED_COLUMNS)."""
-    now = clock(session)
-    row = session.execute(
+# Statements are built once per process (by dialect and states) and executed with parameters:
+# building them costs more CPU than the round trip they make.
+
+@lru_cache(maxsize=None)
+def _claiming(dialect: str, waiting: TurnState, working: TurnState):
+    postgres = dialect == "postgresql"
+    now = func.now() if postgres else bindparam("now", type_=Turn.updated_at.type)
+    return (
         update(Turn)
-        .where(Turn.id == turn_id, Turn.state == waiting.value)
+        .where(Turn.id == bindparam("turn_id"), Turn.state == waiting.value)
         .values(
             state=working.value,
             attempts=Turn.attempts + 1,
             stage_attempts=Turn.stage_attempts + 1,
-            claimed_by=worker,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            claimed_by=bindparam("worker", type_=String()),
+            lease_expires_at=now + bindparam("lease", type_=Interval()) if postgres else bindparam("lease_expires_at", type_=Turn.lease_expires_at.type),
             updated_at=now,
         )
         .returning(*CLAIMED_COLUMNS)
-    ).first()
-    if row is None:
+    )
+
+
+def _claim_params(dialect: str, turn_id: int, worker: str, lease_seconds: float) -> dict[str, Any]:
+    lease = timedelta(seconds=lease_seconds)
+    if dialect == "postgresql":
+        return {"turn_id": turn_id, "worker": worker, "lease": lease}
+    now = utcnow()
+    return {"turn_id": turn_id, "worker": worker, "now": now, "lease_expires_at": now + lease}
+
+
+def _claim_of_row(row: dict[str, Any], turn_id: int, working: TurnState) -> Claim:
+    return Claim(turn_id, row["attempts"], working, row["stage_attempts"], row["trajectory_id"])
+
+
+def claim_with_context(session: Session, turn_id: int, waiting: TurnState, working: TurnState, worker: str,
+                       lease_seconds: float) -> tuple[Claim, dict[str, Any], list[dict[str, Any]]] | None:
+    """Claim a turn and read what its stage needs: the claim, the turn's own columns
+    (CLAIMED_COLUMNS) and the rows of `context_rows`; None when the turn was not waiting.
+
+    On Postgres this is one statement (the claim is a data-modifying CTE the read joins), so claim
+    and read commit or fail together; SQLite has no such CTE and takes two."""
+    dialect = session.get_bind().dialect.name
+    params = _claim_params(dialect, turn_id, worker, lease_seconds)
+    if dialect != "postgresql":
+        row = session.execute(_claiming(dialect, waiting, working), params).first()
+        if row is None:
+            return None
+        turn = row._asdict()
+        return _claim_of_row(turn, turn_id, working), turn, context_rows(session, turn["trajectory_id"], turn["turn_index"])
+    rows = [row._asdict() for row in session.execute(_claiming_with_context(waiting, working), params)]
+    if not rows:
         return None
-    values = row._asdict()
-    return Claim(turn_id, values["attempts"], working, values["stage_attempts"], values["trajectory_id"]), values
+    turn = {column.name: rows[0][column.name] for column in CLAIMED_COLUMNS}
+    return _claim_of_row(turn, turn_id, working), turn, rows
+
+
+@lru_cache(maxsize=None)
+def _claiming_with_context(waiting: TurnState, working: TurnState):
+    claimed = _claiming("postgresql", waiting, working).cte("claimed")
+    trajectories = claimed.join(Trajectory.__table__, Trajectory.id == claimed.c.trajectory_id)
+    return _context_select(trajectories, claimed.c.trajectory_id, claimed.c.turn_index, claimed.c)
 
 
 def context_rows(session: Session, trajectory_id: int, before_index: int) -> list[dict[str, Any]]:
     """A trajectory's run config and problem, with its turns before `before_index` in one read: a
-    row per earlier turn, oldest first (one row with NULL turn columns when there is none)."""
-    rows = session.execute(
-        select(Trajectory.run_id, Trajectory.sample_index, Run.config, Problem.name, Problem.level, Problem.source,
-               Problem.origin, Turn.cleaned_response, Turn.feedback, Turn.reward, Turn.turn_index)
-        .select_from(Trajectory)
-        .join(Run, Run.id == Trajectory.run_id)
-        .join(Problem, Problem.id == Trajectory.problem_id)
-        .outerjoin(Turn, and_(Turn.trajectory_id == Trajectory.id, Turn.turn_index < before_index))
+    row per earlier turn, oldest first (earlier_* columns; one row with them NULL when there is none)."""
+    statement = _context_by_id()
+    return [row._asdict() for row in session.execute(statement, {"trajectory_id": trajectory_id, "before_index": before_index})]
+
+
+@lru_cache(maxsize=1)
+def _context_by_id():
+    return _context_select(Trajectory.__table__, bindparam("trajectory_id"), bindparam("before_index"))
+
+
+EARLIER = aliased(Turn, name="earlier")
+
+
+def _context_select(trajectories, trajectory_id, before_index, *leading):
+    """`trajectories`: the FROM item that holds the trajectory row (with the claim, when there is one)."""
+    return (
+        select(*leading, Trajectory.run_id, Trajectory.sample_index, Run.config, Problem.name, Problem.level, Problem.source,
+               Problem.origin, EARLIER.turn_index.label("earlier_index"), EARLIER.cleaned_response.label("earlier_answer"),
+               EARLIER.feedback.label("earlier_feedback"), EARLIER.reward.label("earlier_reward"))
+        .select_from(
+            trajectories.join(Run, Run.id == Trajectory.run_id)
+            .join(Problem, Problem.id == Trajectory.problem_id)
+            .outerjoin(EARLIER, and_(EARLIER.trajectory_id == Trajectory.id, EARLIER.turn_index < before_index))
+        )
         .where(Trajectory.id == trajectory_id)
-        .order_by(Turn.turn_index)
+        .order_by(EARLIER.turn_index)
     )
-    return [row._asdict() for row in rows]
 
 
 def claim_of(turn: Turn) -> Claim:
@@ -124,12 +181,25 @@ def lock_trajectory(session: Session, trajectory_id: int):
 def store(session: Session, claim: Claim, next_state: TurnState, lease_expired: bool = False, **values: Any) -> bool:
     """Store a stage's result and move on, only if `claim` still holds the turn (and, with
     `lease_expired`, only if its lease has run out)."""
-    result = session.execute(
+    dialect = session.get_bind().dialect.name
+    statement = _storing(dialect, claim.working, next_state, lease_expired, tuple(sorted(values)))
+    params = {"turn_id": claim.turn_id, "attempt": claim.attempt, "now": utcnow(), **{f"v_{k}": v for k, v in values.items()}}
+    return session.execute(statement, params).rowcount == 1
+
+
+@lru_cache(maxsize=256)
+def _storing(dialect: str, working: TurnState, next_state: TurnState, lease_expired: bool, columns: tuple[str, ...]):
+    now = func.now() if dialect == "postgresql" else bindparam("now", type_=Turn.updated_at.type)
+    held = [Turn.id == bindparam("turn_id"), Turn.state == working.value, Turn.attempts == bindparam("attempt")]
+    if lease_expired:
+        held.append(Turn.lease_expires_at < now)
+    return (
         update(Turn)
-        .where(_held(session, claim, lease_expired))
-        .values(state=next_state.value, stage_attempts=0, lease_expires_at=None, updated_at=clock(session), **values)
+        .where(*held)
+        .values(state=next_state.value, stage_attempts=0, lease_expires_at=None, updated_at=now,
+                **{column: bindparam(f"v_{column}", type_=getattr(Turn, column).type) for column in columns})
+        .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
 
 
 def add_next(session: Session, trajectory_id: int, turn_index: int) -> int:

@@ -83,6 +83,15 @@ class BatchedTaskEvents(bootsteps.StartStopStep):
             c.event_dispatcher.flush()
 
 
+@signals.worker_init.connect
+def _import_the_database_driver(**_kwargs) -> None:
+    """Import the driver and create the engine object (no connection yet) before the pool forks:
+    each child then inherits them instead of importing psycopg on its first task."""
+    from db.session import engine_for
+
+    engine_for(get_settings().sqlalchemy_url)
+
+
 PR_SET_DUMPABLE = 4
 
 

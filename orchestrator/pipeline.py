@@ -79,11 +79,10 @@ def _parsed_config(config_json: str) -> RunConfig:
     return RunConfig.model_validate_json(config_json)
 
 
-def load_context(session, claim: turn_queries.Claim, turn: dict[str, Any]) -> TurnContext:
-    """What a stage needs beyond its own turn's columns (returned by the claim): one read."""
-    rows = turn_queries.context_rows(session, claim.trajectory_id, turn["turn_index"])
+def load_context(claim: turn_queries.Claim, turn: dict[str, Any], rows: list[dict[str, Any]]) -> TurnContext:
+    """What a stage works from: its turn's columns and the context rows its claim returned."""
     first = rows[0]
-    earlier = [row for row in rows if row["turn_index"] is not None]
+    earlier = [row for row in rows if row["earlier_index"] is not None]
     return TurnContext(
         turn_id=claim.turn_id,
         turn_index=turn["turn_index"],
@@ -92,8 +91,8 @@ def load_context(session, claim: turn_queries.Claim, turn: dict[str, Any]) -> Tu
         sample_index=first["sample_index"],
         config=_parsed_config(json.dumps(first["config"], sort_keys=True)),
         problem=ProblemSpec(name=first["name"], level=first["level"], source=first["source"], origin=first["origin"] or ""),
-        history=[PastTurn(answer=row["cleaned_response"] or "", feedback=row["feedback"] or "") for row in earlier],
-        earlier_rewards=[row["reward"] or 0.0 for row in earlier],
+        history=[PastTurn(answer=row["earlier_answer"] or "", feedback=row["earlier_feedback"] or "") for row in earlier],
+        earlier_rewards=[row["earlier_reward"] or 0.0 for row in earlier],
         raw_response=turn["raw_response"],
         finish_reason=turn["finish_reason"],
         code=turn["code"],
@@ -121,11 +120,10 @@ def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
     if claimed is None:
         log.info("turn %s: not waiting for %s (a duplicate or late delivery); nothing to do", turn_id, stage.name)
         return
-    claim, turn = claimed
+    claim, turn, rows = claimed
     try:
-        with statement_scope(url) as session:
-            context = load_context(session, claim, turn)
-    except Exception as error:  # claimed, so this counts as an attempt: a blip is retried, a run it cannot read ends failed
+        context = load_context(claim, turn, rows)
+    except Exception as error:  # claimed, so this counts as an attempt: a run it cannot read ends failed
         log.exception("turn %s: loading it for %s failed", turn_id, stage.name)
         retry_or_fail(stage, claim, f"loading the turn failed: {type(error).__name__}: {error}")
         return
@@ -139,14 +137,14 @@ def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
         enqueue(next_stage, next_turn)
 
 
-def _claim(stage: Stage, turn_id: int, url: str, lease_seconds: float) -> tuple[turn_queries.Claim, dict[str, Any]] | None:
-    """Claim the turn (None: not waiting for this stage). While the database is unreachable the
+def _claim(stage: Stage, turn_id: int, url: str, lease_seconds: float) -> tuple[turn_queries.Claim, dict[str, Any], list[dict[str, Any]]] | None:
+    """Claim the turn and read its context (None: not waiting for this stage). While the database is unreachable the
     claim is tried again with backoff; if it stays away, the message goes back on its queue before
     the error is raised, since nothing was claimed that a lease could bring back."""
     for delay in (*CLAIM_BACKOFF_S, None):
         try:
             with statement_scope(url) as session:
-                return turn_queries.claim_row(session, turn_id, stage.waiting, stage.working, worker_name(), lease_seconds)
+                return turn_queries.claim_with_context(session, turn_id, stage.waiting, stage.working, worker_name(), lease_seconds)
         except OperationalError as error:
             if delay is None:
                 enqueue(stage, turn_id)
