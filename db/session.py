@@ -48,10 +48,13 @@ def session_scope(url: str) -> Iterator[Session]:
 
 @contextmanager
 def statement_scope(url: str) -> Iterator[Session]:
-    """Each statement its own transaction (autocommit): for steps that are one statement, which then
-    cost one round trip instead of three (BEGIN, the statement, COMMIT)."""
-    session = _sessions(url, True)()
+    """For steps that are one statement on Postgres: there each statement commits by itself
+    (autocommit), one round trip instead of three (BEGIN, the statement, COMMIT). On SQLite, which
+    runs in-process and may need several statements for the same step, the block is one
+    transaction, as in `session_scope`."""
+    session = _sessions(url, not url.startswith("sqlite"))()
     try:
-        yield session
+        with session.begin():
+            yield session
     finally:
         session.close()

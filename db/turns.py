@@ -10,7 +10,7 @@ from functools import lru_cache
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Interval, String, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import Integer, Interval, String, and_, bindparam, case, func, insert, literal, select, update
 from sqlalchemy.orm import Session, aliased
 
 from db.models import FINAL_TURN_STATES, Problem, Run, Trajectory, TrajectoryStatus, Turn, TurnState, utcnow
@@ -66,7 +66,7 @@ def _claiming(dialect: str, waiting: TurnState, working: TurnState):
             attempts=Turn.attempts + 1,
             stage_attempts=Turn.stage_attempts + 1,
             claimed_by=bindparam("worker", type_=String()),
-            lease_expires_at=now + bindparam("lease", type_=Interval()) if postgres else bindparam("lease_expires_at", type_=Turn.lease_expires_at.type),
+            lease_expires_at=now + bindparam("lease", type_=Interval()) if postgres else bindparam("lease_until", type_=Turn.lease_expires_at.type),
             updated_at=now,
         )
         .returning(*CLAIMED_COLUMNS)
@@ -78,7 +78,7 @@ def _claim_params(dialect: str, turn_id: int, worker: str, lease_seconds: float)
     if dialect == "postgresql":
         return {"turn_id": turn_id, "worker": worker, "lease": lease}
     now = utcnow()
-    return {"turn_id": turn_id, "worker": worker, "now": now, "lease_expires_at": now + lease}
+    return {"turn_id": turn_id, "worker": worker, "now": now, "lease_until": now + lease}
 
 
 def _claim_of_row(row: dict[str, Any], turn_id: int, working: TurnState) -> Claim:
@@ -200,6 +200,53 @@ def _storing(dialect: str, working: TurnState, next_state: TurnState, lease_expi
                 **{column: bindparam(f"v_{column}", type_=getattr(Turn, column).type) for column in columns})
         .execution_options(synchronize_session=False)
     )
+
+
+def store_and_add_next(session: Session, claim: Claim, trajectory_id: int, next_index: int, **values: Any) -> tuple[bool, int | None]:
+    """Store an evaluation (the turn done) and add the trajectory's next turn, pending, atomically:
+    (stored, the new turn's id or None when the trajectory no longer runs). The trajectory row is
+    locked before the turn row, as everywhere. On Postgres one statement; elsewhere three, in the
+    caller's transaction."""
+    dialect = session.get_bind().dialect.name
+    if dialect != "postgresql":
+        status, _run_id = lock_trajectory(session, trajectory_id)
+        if not store(session, claim, TurnState.done, **values):
+            return False, None
+        return True, (add_next(session, trajectory_id, next_index) if status == TrajectoryStatus.running.value else None)
+    params = {"turn_id": claim.turn_id, "attempt": claim.attempt, "trajectory": trajectory_id, "next_index": next_index,
+              **{f"v_{k}": v for k, v in values.items()}}
+    row = session.execute(_storing_and_adding(claim.working, tuple(sorted(values))), params).one()
+    return bool(row.stored), row.next_id
+
+
+@lru_cache(maxsize=64)
+def _storing_and_adding(working: TurnState, columns: tuple[str, ...]):
+    # The lock is a CTE read by the update's condition, so it is taken before the turn row is.
+    # (no parameter is named after a column: in an UPDATE that would add it to the SET clause)
+    locked = select(Trajectory.status).where(Trajectory.id == bindparam("trajectory")).with_for_update().cte("locked")
+    status = select(locked.c.status).scalar_subquery()
+    stored = (
+        update(Turn)
+        .where(Turn.id == bindparam("turn_id"), Turn.state == working.value, Turn.attempts == bindparam("attempt"), status.is_not(None))
+        .values(state=TurnState.done.value, stage_attempts=0, lease_expires_at=None, updated_at=func.now(),
+                **{column: bindparam(f"v_{column}", type_=getattr(Turn, column).type) for column in columns})
+        .returning(Turn.id)
+        .cte("stored")
+    )
+    added = (
+        insert(Turn)
+        .from_select(
+            ["trajectory_id", "turn_index", "state", "attempts", "stage_attempts", "created_at", "updated_at"],
+            select(bindparam("trajectory", type_=Integer()), bindparam("next_index", type_=Integer()), literal(TurnState.pending.value),
+                   literal(0), literal(0), func.now(), func.now())
+            .select_from(stored)
+            .where(status == TrajectoryStatus.running.value),
+        )
+        .returning(Turn.id)
+        .cte("added")
+    )
+    return select(select(func.count()).select_from(stored).scalar_subquery().label("stored"),
+                  select(added.c.id).scalar_subquery().label("next_id"))
 
 
 def add_next(session: Session, trajectory_id: int, turn_index: int) -> int:

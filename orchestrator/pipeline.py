@@ -155,17 +155,24 @@ def _claim(stage: Stage, turn_id: int, url: str, lease_seconds: float) -> tuple[
 
 def _store(url: str, stage: Stage, claim: turn_queries.Claim, context: TurnContext, outcome: Outcome) -> list[tuple[Stage, int]]:
     """Store the outcome and decide what follows, in one transaction. Returns what to enqueue."""
+    done = {STAGE_TIMESTAMP[stage.name]: utcnow(), **outcome.values}
     if outcome.failure is None and stage is not EVALUATE and outcome.also_store is None:
         with statement_scope(url) as session:  # a single statement: no transaction around it
-            stored = turn_queries.store(session, claim, stage.done, **{STAGE_TIMESTAMP[stage.name]: utcnow()}, **outcome.values)
+            stored = turn_queries.store(session, claim, stage.done, **done)
         return [(NEXT_STAGE[stage.name], claim.turn_id)] if stored else _dropped(claim, stage)
+    if outcome.failure is None and stage is EVALUATE and outcome.also_store is None and _continues(context, outcome.reward or 0.0):
+        with statement_scope(url) as session:
+            stored, next_turn = turn_queries.store_and_add_next(session, claim, context.trajectory_id, context.turn_index + 1, **done)
+        if not stored:
+            return _dropped(claim, stage)
+        return [] if next_turn is None else [(GENERATE, next_turn)]  # None: cancelled meanwhile, nothing follows
     with session_scope(url) as session:
         status, _run_id = turn_queries.lock_trajectory(session, context.trajectory_id)  # before the turn row: see lock_trajectory
         if outcome.failure is not None:
             if turn_queries.store(session, claim, TurnState.failed, error=outcome.failure, **outcome.values):
                 end_trajectory(session, context.trajectory_id, context.run_id, TrajectoryStatus.failed, None)
             return []
-        if not turn_queries.store(session, claim, stage.done, **{STAGE_TIMESTAMP[stage.name]: utcnow()}, **outcome.values):
+        if not turn_queries.store(session, claim, stage.done, **done):
             return _dropped(claim, stage)
         if outcome.also_store is not None:
             outcome.also_store(session, claim.turn_id)
@@ -217,14 +224,19 @@ def _guarded(stage: Stage, work: Work, context: TurnContext) -> Outcome:
 
 def _advance(session, context: TurnContext, reward: float) -> list[tuple[Stage, int]]:
     """After an evaluation: the next turn (pending, to generate), or the end of the trajectory."""
-    config = context.config
-    early_stop = config.early_stop_reward is not None and reward >= config.early_stop_reward
-    if context.turn_index + 1 < config.max_turns and not early_stop:
+    if _continues(context, reward):
         return [(GENERATE, turn_queries.add_next(session, context.trajectory_id, context.turn_index + 1))]
     rewards = context.earlier_rewards + [reward]
-    returns = dict(enumerate(discounted_returns(rewards, config.gamma)))
+    returns = dict(enumerate(discounted_returns(rewards, context.config.gamma)))
     end_trajectory(session, context.trajectory_id, context.run_id, TrajectoryStatus.completed, returns)
     return []
+
+
+def _continues(context: TurnContext, reward: float) -> bool:
+    """Whether the trajectory goes on to another turn after this evaluation."""
+    config = context.config
+    early_stop = config.early_stop_reward is not None and reward >= config.early_stop_reward
+    return context.turn_index + 1 < config.max_turns and not early_stop
 
 
 def end_trajectory(session, trajectory_id: int, run_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> None:
