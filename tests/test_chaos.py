@@ -91,6 +91,7 @@ def flush_redis(cluster: Cluster) -> None:
 
 def cut_postgres(db) -> None:
     rows(db, "SELECT pg_terminate_backend(pid) AS cut FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    db.dispose()  # the test's own pooled connections were cut too
 
 
 def deliver_everything_again(cluster: Cluster, db, run_id: int) -> None:
