@@ -145,11 +145,6 @@ def _context_select(trajectories, trajectory_id, before_index, *leading):
     )
 
 
-def claim_of(turn: Turn) -> Claim:
-    """The claim a working turn is held under (for the reconciler, which acts in its place)."""
-    return Claim(turn.id, turn.attempts, TurnState(turn.state), turn.stage_attempts, turn.trajectory_id)
-
-
 def _held(session: Session, claim: Claim, lease_expired: bool):
     """`claim` still holds the turn; with `lease_expired`, its lease has also run out at this very
     moment (so a lease its worker renewed after someone looked is never taken over)."""
