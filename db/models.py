@@ -113,6 +113,7 @@ class Turn(Base):
     __table_args__ = (
         UniqueConstraint("trajectory_id", "turn_index"),
         Index("ix_turns_state_lease", "state", "lease_expires_at"),
+        Index("ix_turns_state_updated", "state", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

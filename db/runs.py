@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from db import turns as turn_queries
@@ -46,15 +46,14 @@ def create(session: Session, config: dict[str, Any], problems: Iterable[NewProbl
     run = Run(config=config, status=RunStatus.running.value)
     session.add(run)
     session.flush()
-    turn_ids = []
-    for problem in problems:
-        problem_id = upsert_problem(session, problem)
-        for sample_index in range(samples):
-            trajectory = Trajectory(run_id=run.id, problem_id=problem_id, sample_index=sample_index)
-            session.add(trajectory)
-            session.flush()
-            turn_ids.append(turn_queries.add_next(session, trajectory.id, 0))
-    return run.id, turn_ids
+    pairs = [(upsert_problem(session, problem), sample_index) for problem in problems for sample_index in range(samples)]
+    if not pairs:
+        return run.id, []
+    trajectory_ids = session.scalars(
+        insert(Trajectory).returning(Trajectory.id, sort_by_parameter_order=True),
+        [{"run_id": run.id, "problem_id": problem_id, "sample_index": sample_index} for problem_id, sample_index in pairs],
+    ).all()
+    return run.id, turn_queries.add_first_turns(session, list(trajectory_ids))
 
 
 def get(session: Session, run_id: int) -> Run | None:

@@ -6,13 +6,15 @@ duplicate worker whose lease was handed on can never overwrite a newer attempt.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Integer, Interval, String, and_, bindparam, case, func, insert, literal, select, update
+from sqlalchemy.orm import Session, aliased
 
-from db.models import FINAL_TURN_STATES, WAITING_TURN_STATES, WORKING_TURN_STATES, Trajectory, TrajectoryStatus, Turn, TurnState, utcnow
+from db.models import (FINAL_TURN_STATES, WAITING_TURN_STATES, WORKING_TURN_STATES, Problem, Run, Trajectory, TrajectoryStatus,
+                       Turn, TurnState, utcnow)
 
 
 def db_now(session: Session) -> datetime:
@@ -23,121 +25,315 @@ def db_now(session: Session) -> datetime:
     return utcnow()  # the embedded SQLite lives on one host
 
 
+def clock(session: Session):
+    """The same clock as `db_now`, as an expression a statement evaluates itself: no round trip of
+    its own on Postgres."""
+    return func.now() if session.get_bind().dialect.name == "postgresql" else utcnow()
+
+
 @dataclass(frozen=True)
 class Claim:
     turn_id: int
     attempt: int  # the fence: a store is accepted only while `attempts` still equals it
     working: TurnState
     stage_attempt: int = 1
+    trajectory_id: int | None = None
+
+
+# What a stage reads of its own turn: returned by the claim itself, so it costs no second read.
+CLAIMED_COLUMNS = (Turn.attempts, Turn.stage_attempts, Turn.trajectory_id, Turn.turn_index, Turn.raw_response,
+                   Turn.finish_reason, Turn.code, Turn.degenerate, Turn.no_code_reason)
 
 
 def claim(session: Session, turn_id: int, waiting: TurnState, working: TurnState, worker: str, lease_seconds: float) -> Claim | None:
     """Move a turn from its waiting to its working state; None when another delivery got there first."""
-    now = db_now(session)
-    result = session.execute(
+    dialect = session.get_bind().dialect.name
+    row = session.execute(_claiming(dialect, waiting, working), _claim_params(dialect, turn_id, worker, lease_seconds)).first()
+    return None if row is None else _claim_of_row(row._asdict(), turn_id, working)
+
+
+# Statements are built once per process (by dialect and states) and executed with parameters:
+# building them costs more CPU than the round trip they make.
+
+@lru_cache(maxsize=None)
+def _claiming(dialect: str, waiting: TurnState, working: TurnState):
+    postgres = dialect == "postgresql"
+    now = func.now() if postgres else bindparam("now", type_=Turn.updated_at.type)
+    return (
         update(Turn)
-        .where(Turn.id == turn_id, Turn.state == waiting.value)
+        .where(Turn.id == bindparam("turn_id"), Turn.state == waiting.value)
         .values(
             state=working.value,
             attempts=Turn.attempts + 1,
             stage_attempts=Turn.stage_attempts + 1,
-            claimed_by=worker,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            claimed_by=bindparam("worker", type_=String()),
+            lease_expires_at=now + bindparam("lease", type_=Interval()) if postgres else bindparam("lease_until", type_=Turn.lease_expires_at.type),
             updated_at=now,
         )
-        .returning(Turn.attempts, Turn.stage_attempts)
-    ).first()
-    return None if result is None else Claim(turn_id, result[0], working, result[1])
+        .returning(*CLAIMED_COLUMNS)
+    )
 
 
-def claim_of(turn: Turn) -> Claim:
-    """The claim a working turn is held under (for the reconciler, which acts in its place)."""
-    return Claim(turn.id, turn.attempts, TurnState(turn.state), turn.stage_attempts)
+def _claim_params(dialect: str, turn_id: int, worker: str, lease_seconds: float) -> dict[str, Any]:
+    lease = timedelta(seconds=lease_seconds)
+    if dialect == "postgresql":
+        return {"turn_id": turn_id, "worker": worker, "lease": lease}
+    now = utcnow()
+    return {"turn_id": turn_id, "worker": worker, "now": now, "lease_until": now + lease}
 
 
-def release_claim(session: Session, claim: Claim, waiting: TurnState) -> bool:
+def _claim_of_row(row: dict[str, Any], turn_id: int, working: TurnState) -> Claim:
+    return Claim(turn_id, row["attempts"], working, row["stage_attempts"], row["trajectory_id"])
+
+
+def claim_with_context(session: Session, turn_id: int, waiting: TurnState, working: TurnState, worker: str,
+                       lease_seconds: float) -> tuple[Claim, dict[str, Any], list[dict[str, Any]]] | None:
+    """Claim a turn and read what its stage needs: the claim, the turn's own columns
+    (CLAIMED_COLUMNS) and the rows of `context_rows`; None when the turn was not waiting.
+
+    On Postgres this is one statement (the claim is a data-modifying CTE the read joins), so claim
+    and read commit or fail together; SQLite has no such CTE and takes two."""
+    dialect = session.get_bind().dialect.name
+    params = _claim_params(dialect, turn_id, worker, lease_seconds)
+    if dialect != "postgresql":
+        row = session.execute(_claiming(dialect, waiting, working), params).first()
+        if row is None:
+            return None
+        turn = row._asdict()
+        return _claim_of_row(turn, turn_id, working), turn, context_rows(session, turn["trajectory_id"], turn["turn_index"])
+    rows = [row._asdict() for row in session.execute(_claiming_with_context(waiting, working), params)]
+    if not rows:
+        return None
+    turn = {column.name: rows[0][column.name] for column in CLAIMED_COLUMNS}
+    return _claim_of_row(turn, turn_id, working), turn, rows
+
+
+@lru_cache(maxsize=None)
+def _claiming_with_context(waiting: TurnState, working: TurnState):
+    claimed = _claiming("postgresql", waiting, working).cte("claimed")
+    trajectories = claimed.join(Trajectory.__table__, Trajectory.id == claimed.c.trajectory_id)
+    return _context_select(trajectories, claimed.c.trajectory_id, claimed.c.turn_index, claimed.c)
+
+
+def context_rows(session: Session, trajectory_id: int, before_index: int) -> list[dict[str, Any]]:
+    """A trajectory's run config and problem, with its turns before `before_index` in one read: a
+    row per earlier turn, oldest first (earlier_* columns; one row with them NULL when there is none)."""
+    statement = _context_by_id()
+    return [row._asdict() for row in session.execute(statement, {"trajectory_id": trajectory_id, "before_index": before_index})]
+
+
+@lru_cache(maxsize=1)
+def _context_by_id():
+    return _context_select(Trajectory.__table__, bindparam("trajectory_id"), bindparam("before_index"))
+
+
+EARLIER = aliased(Turn, name="earlier")
+
+
+def _context_select(trajectories, trajectory_id, before_index, *leading):
+    """`trajectories`: the FROM item that holds the trajectory row (with the claim, when there is one)."""
+    return (
+        select(*leading, Trajectory.run_id, Trajectory.sample_index, Run.config, Problem.name, Problem.level, Problem.source,
+               Problem.origin, Problem.prompt, EARLIER.turn_index.label("earlier_index"), EARLIER.cleaned_response.label("earlier_answer"),
+               EARLIER.feedback.label("earlier_feedback"), EARLIER.reward.label("earlier_reward"))
+        .select_from(
+            trajectories.join(Run, Run.id == Trajectory.run_id)
+            .join(Problem, Problem.id == Trajectory.problem_id)
+            .outerjoin(EARLIER, and_(EARLIER.trajectory_id == Trajectory.id, EARLIER.turn_index < before_index))
+        )
+        .where(Trajectory.id == trajectory_id)
+        .order_by(EARLIER.turn_index)
+    )
+
+
+def _held(session: Session, claim: Claim, lease_expired: bool):
+    """`claim` still holds the turn; with `lease_expired`, its lease has also run out at this very
+    moment (so a lease its worker renewed after someone looked is never taken over)."""
+    conditions = [Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt]
+    if lease_expired:
+        conditions.append(Turn.lease_expires_at < clock(session))
+    return and_(*conditions)
+
+
+def release_claim(session: Session, claim: Claim, waiting: TurnState, lease_expired: bool = False) -> bool:
     """Hand a claimed turn back to its waiting state (to be claimed again), if `claim` still holds it."""
     result = session.execute(
         update(Turn)
-        .where(Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt)
-        .values(state=waiting.value, lease_expires_at=None, claimed_by=None, updated_at=db_now(session))
+        .where(_held(session, claim, lease_expired))
+        .values(state=waiting.value, lease_expires_at=None, claimed_by=None, updated_at=clock(session))
     )
     return result.rowcount == 1
 
 
-def lock_trajectory(session: Session, trajectory_id: int) -> Trajectory:
-    """Lock the trajectory row. Every path that ends a trajectory or adds a turn to it takes this
-    lock first (and before any turn row), so cancelling and advancing cannot interleave."""
-    return session.get(Trajectory, trajectory_id, with_for_update=True, populate_existing=True)
+def lock_trajectory(session: Session, trajectory_id: int):
+    """Lock the trajectory row; its (status, run_id). Every path that ends a trajectory or adds a
+    turn to it takes this lock first (and before any turn row), so cancelling and advancing cannot
+    interleave."""
+    return session.execute(
+        select(Trajectory.status, Trajectory.run_id).where(Trajectory.id == trajectory_id).with_for_update()
+    ).one()
 
 
-def store(session: Session, claim: Claim, next_state: TurnState, **values: Any) -> bool:
-    """Store a stage's result and move on, only if `claim` still holds the turn."""
-    result = session.execute(
+def store(session: Session, claim: Claim, next_state: TurnState, lease_expired: bool = False, **values: Any) -> bool:
+    """Store a stage's result and move on, only if `claim` still holds the turn (and, with
+    `lease_expired`, only if its lease has run out)."""
+    dialect = session.get_bind().dialect.name
+    statement = _storing(dialect, claim.working, next_state, lease_expired, tuple(sorted(values)))
+    params = {"turn_id": claim.turn_id, "attempt": claim.attempt, "now": utcnow(), **{f"v_{k}": v for k, v in values.items()}}
+    return session.execute(statement, params).rowcount == 1
+
+
+@lru_cache(maxsize=256)
+def _storing(dialect: str, working: TurnState, next_state: TurnState, lease_expired: bool, columns: tuple[str, ...]):
+    now = func.now() if dialect == "postgresql" else bindparam("now", type_=Turn.updated_at.type)
+    held = [Turn.id == bindparam("turn_id"), Turn.state == working.value, Turn.attempts == bindparam("attempt")]
+    if lease_expired:
+        held.append(Turn.lease_expires_at < now)
+    return (
         update(Turn)
-        .where(Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt)
-        .values(state=next_state.value, stage_attempts=0, lease_expires_at=None, updated_at=db_now(session), **values)
+        .where(*held)
+        .values(state=next_state.value, stage_attempts=0, lease_expires_at=None, updated_at=now,
+                **{column: bindparam(f"v_{column}", type_=getattr(Turn, column).type) for column in columns})
+        .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
 
 
-def get(session: Session, turn_id: int) -> Turn | None:
-    return session.get(Turn, turn_id)
+def store_and_add_next(session: Session, claim: Claim, trajectory_id: int, next_index: int, **values: Any) -> tuple[bool, int | None]:
+    """Store an evaluation (the turn done) and add the trajectory's next turn, pending, atomically:
+    (stored, the new turn's id or None when the trajectory no longer runs). The trajectory row is
+    locked before the turn row, as everywhere. On Postgres one statement; elsewhere three, in the
+    caller's transaction."""
+    dialect = session.get_bind().dialect.name
+    if dialect != "postgresql":
+        status, _run_id = lock_trajectory(session, trajectory_id)
+        if not store(session, claim, TurnState.done, **values):
+            return False, None
+        return True, (add_next(session, trajectory_id, next_index) if status == TrajectoryStatus.running.value else None)
+    params = {"turn_id": claim.turn_id, "attempt": claim.attempt, "trajectory": trajectory_id, "next_index": next_index,
+              **{f"v_{k}": v for k, v in values.items()}}
+    row = session.execute(_storing_and_adding(claim.working, tuple(sorted(values))), params).one()
+    return bool(row.stored), row.next_id
 
 
-def history(session: Session, trajectory_id: int, before_index: int) -> list[Turn]:
-    """The trajectory's earlier turns, oldest first."""
-    return list(
-        session.scalars(
-            select(Turn).where(Turn.trajectory_id == trajectory_id, Turn.turn_index < before_index).order_by(Turn.turn_index)
+@lru_cache(maxsize=64)
+def _storing_and_adding(working: TurnState, columns: tuple[str, ...]):
+    # The lock is a CTE read by the update's condition, so it is taken before the turn row is.
+    # (no parameter is named after a column: in an UPDATE that would add it to the SET clause)
+    locked = select(Trajectory.status).where(Trajectory.id == bindparam("trajectory")).with_for_update().cte("locked")
+    status = select(locked.c.status).scalar_subquery()
+    stored = (
+        update(Turn)
+        .where(Turn.id == bindparam("turn_id"), Turn.state == working.value, Turn.attempts == bindparam("attempt"), status.is_not(None))
+        .values(state=TurnState.done.value, stage_attempts=0, lease_expires_at=None, updated_at=func.now(),
+                **{column: bindparam(f"v_{column}", type_=getattr(Turn, column).type) for column in columns})
+        .returning(Turn.id)
+        .cte("stored")
+    )
+    added = (
+        insert(Turn)
+        .from_select(
+            ["trajectory_id", "turn_index", "state", "attempts", "stage_attempts", "created_at", "updated_at"],
+            select(bindparam("trajectory", type_=Integer()), bindparam("next_index", type_=Integer()), literal(TurnState.pending.value),
+                   literal(0), literal(0), func.now(), func.now())
+            .select_from(stored)
+            .where(status == TrajectoryStatus.running.value),
         )
+        .returning(Turn.id)
+        .cte("added")
     )
+    return select(select(func.count()).select_from(stored).scalar_subquery().label("stored"),
+                  select(added.c.id).scalar_subquery().label("next_id"))
 
 
 def add_next(session: Session, trajectory_id: int, turn_index: int) -> int:
-    turn = Turn(trajectory_id=trajectory_id, turn_index=turn_index, state=TurnState.pending.value, updated_at=db_now(session))
-    session.add(turn)
-    session.flush()
-    return turn.id
+    return session.scalar(
+        insert(Turn)
+        .values(trajectory_id=trajectory_id, turn_index=turn_index, state=TurnState.pending.value, updated_at=clock(session))
+        .returning(Turn.id)
+    )
+
+
+def add_first_turns(session: Session, trajectory_ids: list[int]) -> list[int]:
+    """Turn 0 of each trajectory, pending, in one statement; their ids in the order given."""
+    if not trajectory_ids:
+        return []
+    now = db_now(session)
+    return session.scalars(
+        insert(Turn).returning(Turn.id, sort_by_parameter_order=True),
+        [{"trajectory_id": t, "turn_index": 0, "state": TurnState.pending.value, "updated_at": now, "created_at": now} for t in trajectory_ids],
+    ).all()
 
 
 def finish_trajectory(session: Session, trajectory_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> bool:
-    """End a running trajectory; `returns` maps turn index → discounted return (None for a failed one).
-    False when it had already ended (cancelled meanwhile, say)."""
-    trajectory = lock_trajectory(session, trajectory_id)
-    if trajectory.status != TrajectoryStatus.running.value:
+    """End a running trajectory; `returns` maps turn index → discounted return (of the scored turns
+    only, for a failed one: it has no return of its own). False when it had already ended
+    (cancelled meanwhile, say). Its row is updated (so locked) before any of its turns."""
+    own_return = returns[0] if returns and status is TrajectoryStatus.completed else None
+    ended = session.execute(
+        update(Trajectory)
+        .where(Trajectory.id == trajectory_id, Trajectory.status == TrajectoryStatus.running.value)
+        .values(status=status.value, finished_at=clock(session), return_=own_return)
+    )
+    if ended.rowcount != 1:
         return False
-    trajectory.status = status.value
-    trajectory.finished_at = utcnow()
     if returns:
-        if status is TrajectoryStatus.completed:  # a failed one has no return of its own; its scored turns do
-            trajectory.return_ = returns[0]
-        for turn in trajectory.turns:
-            turn.return_ = returns.get(turn.turn_index)
+        session.execute(
+            update(Turn)
+            .where(Turn.trajectory_id == trajectory_id, Turn.turn_index.in_(list(returns)))
+            .values(return_=case(returns, value=Turn.turn_index))
+        )
     return True
 
 
-def expired_leases(session: Session, now: datetime) -> list[Turn]:
-    working = [state.value for state in WORKING_TURN_STATES]
-    return list(session.scalars(select(Turn).where(Turn.state.in_(working), Turn.lease_expires_at < now).order_by(Turn.id)))
+def rewards_and_config(session: Session, trajectory_id: int) -> tuple[list[tuple[str, float | None]], dict[str, Any]]:
+    """(state, reward) of a trajectory's turns in order, and its run's config, in one query."""
+    rows = session.execute(
+        select(Turn.state, Turn.reward, Run.config)
+        .join(Trajectory, Trajectory.id == Turn.trajectory_id).join(Run, Run.id == Trajectory.run_id)
+        .where(Turn.trajectory_id == trajectory_id).order_by(Turn.turn_index)
+    ).all()
+    return [(state, reward) for state, reward, _ in rows], (rows[0][2] if rows else {})
 
 
-def live_leases(session: Session, now: datetime) -> list[Turn]:
-    """Working turns whose lease still runs: their worker may be alive, so the reconciler waits."""
-    working = [TurnState.generating.value, TurnState.cleaning.value, TurnState.evaluating.value]
-    return list(session.scalars(select(Turn).where(Turn.state.in_(working), Turn.lease_expires_at >= now).order_by(Turn.lease_expires_at)))
+WORKING = tuple(state.value for state in WORKING_TURN_STATES)
+WAITING = tuple(state.value for state in WAITING_TURN_STATES)
 
 
-def waiting_since(session: Session, before: datetime) -> list[Turn]:
-    waiting = [state.value for state in WAITING_TURN_STATES]
-    return list(session.scalars(select(Turn).where(Turn.state.in_(waiting), Turn.updated_at <= before).order_by(Turn.id)))
+def expired_leases(session: Session, now: datetime, limit: int | None = None) -> list[Claim]:
+    """The claims of working turns whose lease ran out, oldest lease first (index ix_turns_state_lease)."""
+    rows = session.execute(
+        select(Turn.id, Turn.attempts, Turn.state, Turn.stage_attempts, Turn.trajectory_id)
+        .where(Turn.state.in_(WORKING), Turn.lease_expires_at < now)
+        .order_by(Turn.lease_expires_at)
+        .limit(limit)
+    )
+    return [Claim(id_, attempts, TurnState(state), stage_attempts, trajectory_id) for id_, attempts, state, stage_attempts, trajectory_id in rows]
+
+
+def waiting_since(session: Session, before: datetime, limit: int | None = None) -> list[tuple[int, str]]:
+    """(id, state) of turns waiting for a stage since `before` or longer, longest first (index
+    ix_turns_state_updated)."""
+    rows = session.execute(
+        select(Turn.id, Turn.state).where(Turn.state.in_(WAITING), Turn.updated_at <= before).order_by(Turn.updated_at).limit(limit)
+    )
+    return [tuple(row) for row in rows]
+
+
+def live_leases(session: Session, now: datetime, limit: int | None = None) -> list[tuple[int, str, datetime]]:
+    """(id, state, lease end) of working turns whose lease still runs: their worker may be alive,
+    so the reconciler waits."""
+    rows = session.execute(
+        select(Turn.id, Turn.state, Turn.lease_expires_at).where(Turn.state.in_(WORKING), Turn.lease_expires_at >= now)
+        .order_by(Turn.lease_expires_at).limit(limit)
+    )
+    return [tuple(row) for row in rows]
 
 
 def cancel_open(session: Session, trajectory_ids: list[int]) -> int:
     result = session.execute(
         update(Turn)
         .where(Turn.trajectory_id.in_(trajectory_ids), Turn.state.not_in([s.value for s in FINAL_TURN_STATES]))
-        .values(state=TurnState.cancelled.value, lease_expires_at=None, updated_at=db_now(session))
+        .values(state=TurnState.cancelled.value, lease_expires_at=None, updated_at=clock(session))
     )
     return result.rowcount
 
@@ -159,6 +355,6 @@ def extend_lease(session: Session, claim: Claim, lease_seconds: float) -> bool:
     result = session.execute(
         update(Turn)
         .where(Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt)
-        .values(lease_expires_at=db_now(session) + timedelta(seconds=lease_seconds))
+        .values(lease_expires_at=clock(session) + timedelta(seconds=lease_seconds))
     )
     return result.rowcount == 1

@@ -6,7 +6,7 @@ import logging
 import threading
 
 from db import turns as turn_queries
-from db.session import session_scope
+from db.session import statement_scope
 
 log = logging.getLogger("kturn.heartbeat")
 
@@ -28,7 +28,7 @@ class LeaseHeartbeat:
     def _beat(self) -> None:
         while not self._stopped.wait(self._lease / 3):
             try:
-                with session_scope(self._url) as session:
+                with statement_scope(self._url) as session:
                     if not turn_queries.extend_lease(session, self._claim, self._lease):
                         log.warning("turn %s: lease lost (handed on or cancelled)", self._claim.turn_id)
                         return

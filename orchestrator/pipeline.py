@@ -5,12 +5,15 @@ lives here and in `db/turns.py`.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import takewhile
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
@@ -18,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from db import runs as run_queries
 from db import turns as turn_queries
 from db.models import TrajectoryStatus, TurnState, utcnow
-from db.session import session_scope
+from db.session import session_scope, statement_scope
 from orchestrator.heartbeat import LeaseHeartbeat
 from orchestrator.problems import ProblemSpec
 from orchestrator.prompts import PastTurn
@@ -71,26 +74,31 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def load_context(session, turn_id: int) -> TurnContext:
-    turn = turn_queries.get(session, turn_id)
-    trajectory = turn.trajectory
-    problem = trajectory.problem
-    earlier = turn_queries.history(session, trajectory.id, turn.turn_index)
+@lru_cache(maxsize=64)
+def _parsed_config(config_json: str) -> RunConfig:
+    """A run's config never changes once stored, and validating it is most of a stage's own CPU."""
+    return RunConfig.model_validate_json(config_json)
+
+
+def load_context(claim: turn_queries.Claim, turn: dict[str, Any], rows: list[dict[str, Any]]) -> TurnContext:
+    """What a stage works from: its turn's columns and the context rows its claim returned."""
+    first = rows[0]
+    earlier = [row for row in rows if row["earlier_index"] is not None]
     return TurnContext(
-        turn_id=turn.id,
-        turn_index=turn.turn_index,
-        trajectory_id=trajectory.id,
-        run_id=trajectory.run_id,
-        sample_index=trajectory.sample_index,
-        config=RunConfig.model_validate(trajectory.run.config),
-        problem=ProblemSpec(name=problem.name, level=problem.level, source=problem.source, origin=problem.origin or "", prompt=problem.prompt),
-        history=[PastTurn(answer=t.cleaned_response or "", feedback=t.feedback or "") for t in earlier],
-        earlier_rewards=[t.reward or 0.0 for t in earlier],
-        raw_response=turn.raw_response,
-        finish_reason=turn.finish_reason,
-        code=turn.code,
-        degenerate=turn.degenerate,
-        no_code_reason=turn.no_code_reason,
+        turn_id=claim.turn_id,
+        turn_index=turn["turn_index"],
+        trajectory_id=claim.trajectory_id,
+        run_id=first["run_id"],
+        sample_index=first["sample_index"],
+        config=_parsed_config(json.dumps(first["config"], sort_keys=True)),
+        problem=ProblemSpec(name=first["name"], level=first["level"], source=first["source"], origin=first["origin"] or "", prompt=first["prompt"]),
+        history=[PastTurn(answer=row["earlier_answer"] or "", feedback=row["earlier_feedback"] or "") for row in earlier],
+        earlier_rewards=[row["earlier_reward"] or 0.0 for row in earlier],
+        raw_response=turn["raw_response"],
+        finish_reason=turn["finish_reason"],
+        code=turn["code"],
+        degenerate=turn["degenerate"],
+        no_code_reason=turn["no_code_reason"],
     )
 
 
@@ -102,61 +110,101 @@ class StageRetry(Exception):
 # Not the model's doing and likely to pass: the turn is handed back and tried again.
 RETRYABLE = (StageRetry, OperationalError, OSError)
 
+# Seconds between tries of a claim while the database is unreachable (a restart, a cut connection).
+CLAIM_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+
 
 def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
     settings = get_settings()
     url = settings.sqlalchemy_url
-    with session_scope(url) as session:
-        claim = turn_queries.claim(session, turn_id, stage.waiting, stage.working, worker_name(), settings.lease_seconds)
-        context = load_context(session, turn_id) if claim else None
-    if claim is None:
+    claimed = _claim(stage, turn_id, url, settings.lease_seconds)
+    if claimed is None:
         log.info("turn %s: not waiting for %s (a duplicate or late delivery); nothing to do", turn_id, stage.name)
+        return
+    claim, turn, rows = claimed
+    try:
+        context = load_context(claim, turn, rows)
+    except Exception as error:  # claimed, so this counts as an attempt: a run it cannot read ends failed
+        log.exception("turn %s: loading it for %s failed", turn_id, stage.name)
+        retry_or_fail(stage, claim, f"loading the turn failed: {type(error).__name__}: {error}")
         return
     try:
         with LeaseHeartbeat(url, claim, settings.lease_seconds):
             outcome = _guarded(stage, work, context)
     except RETRYABLE as error:
-        retry_or_fail(stage, claim, context.trajectory_id, context.run_id, f"{type(error).__name__}: {error}")
+        retry_or_fail(stage, claim, f"{type(error).__name__}: {error}")
         return
-    with session_scope(url) as session:
-        follow_up = _store(session, stage, claim, context, outcome)
-    for next_stage, next_turn in follow_up:
+    for next_stage, next_turn in _store(url, stage, claim, context, outcome):
         enqueue(next_stage, next_turn)
 
 
-def _store(session, stage: Stage, claim: turn_queries.Claim, context: TurnContext, outcome: Outcome) -> list[tuple[Stage, int]]:
+def _claim(stage: Stage, turn_id: int, url: str, lease_seconds: float) -> tuple[turn_queries.Claim, dict[str, Any], list[dict[str, Any]]] | None:
+    """Claim the turn and read its context (None: not waiting for this stage). While the database is unreachable the
+    claim is tried again with backoff; if it stays away, the message goes back on its queue before
+    the error is raised, since nothing was claimed that a lease could bring back."""
+    for delay in (*CLAIM_BACKOFF_S, None):
+        try:
+            with statement_scope(url) as session:
+                return turn_queries.claim_with_context(session, turn_id, stage.waiting, stage.working, worker_name(), lease_seconds)
+        except OperationalError as error:
+            if delay is None:
+                enqueue(stage, turn_id)
+                raise
+            log.warning("turn %s: claiming for %s failed, trying again in %g s: %s", turn_id, stage.name, delay, error)
+            time.sleep(delay)
+
+
+def _store(url: str, stage: Stage, claim: turn_queries.Claim, context: TurnContext, outcome: Outcome) -> list[tuple[Stage, int]]:
     """Store the outcome and decide what follows, in one transaction. Returns what to enqueue."""
-    trajectory = turn_queries.lock_trajectory(session, context.trajectory_id)  # before the turn row: see lock_trajectory
-    if outcome.failure is not None:
-        if turn_queries.store(session, claim, TurnState.failed, error=outcome.failure, **outcome.values):
-            fail_trajectory(session, context.trajectory_id, context.run_id)
-        return []
-    if not turn_queries.store(session, claim, stage.done, **{STAGE_TIMESTAMP[stage.name]: utcnow()}, **outcome.values):
-        log.warning("turn %s: claim for %s was handed on before the work finished; result dropped", claim.turn_id, stage.name)
-        return []
-    if outcome.also_store is not None:
-        outcome.also_store(session, claim.turn_id)
-    if stage is not EVALUATE:
-        return [(NEXT_STAGE[stage.name], claim.turn_id)]
-    if trajectory.status != TrajectoryStatus.running.value:  # cancelled meanwhile: nothing follows
-        return []
-    return _advance(session, context, outcome.reward or 0.0)
+    done = {STAGE_TIMESTAMP[stage.name]: utcnow(), **outcome.values}
+    if outcome.failure is None and stage is not EVALUATE and outcome.also_store is None:
+        with statement_scope(url) as session:  # a single statement: no transaction around it
+            stored = turn_queries.store(session, claim, stage.done, **done)
+        return [(NEXT_STAGE[stage.name], claim.turn_id)] if stored else _dropped(claim, stage)
+    if outcome.failure is None and stage is EVALUATE and outcome.also_store is None and _continues(context, outcome.reward or 0.0):
+        with statement_scope(url) as session:
+            stored, next_turn = turn_queries.store_and_add_next(session, claim, context.trajectory_id, context.turn_index + 1, **done)
+        if not stored:
+            return _dropped(claim, stage)
+        return [] if next_turn is None else [(GENERATE, next_turn)]  # None: cancelled meanwhile, nothing follows
+    with session_scope(url) as session:
+        status, _run_id = turn_queries.lock_trajectory(session, context.trajectory_id)  # before the turn row: see lock_trajectory
+        if outcome.failure is not None:
+            if turn_queries.store(session, claim, TurnState.failed, error=outcome.failure, **outcome.values):
+                fail_trajectory(session, context.trajectory_id, context.run_id)
+            return []
+        if not turn_queries.store(session, claim, stage.done, **done):
+            return _dropped(claim, stage)
+        if outcome.also_store is not None:
+            outcome.also_store(session, claim.turn_id)
+        if stage is not EVALUATE:
+            return [(NEXT_STAGE[stage.name], claim.turn_id)]
+        if status != TrajectoryStatus.running.value:  # cancelled meanwhile: nothing follows
+            return []
+        return _advance(session, context, outcome.reward or 0.0)
 
 
-def retry_or_fail(stage: Stage, claim: turn_queries.Claim, trajectory_id: int, run_id: int, reason: str) -> str | None:
+def _dropped(claim: turn_queries.Claim, stage: Stage) -> list[tuple[Stage, int]]:
+    log.warning("turn %s: claim for %s was handed on before the work finished; result dropped", claim.turn_id, stage.name)
+    return []
+
+
+def retry_or_fail(stage: Stage, claim: turn_queries.Claim, reason: str, lease_expired: bool = False) -> str | None:
     """Hand the turn back to its queue ("requeued"), or fail it once its stage has been tried
-    max_attempts times ("failed"); None when the claim no longer holds the turn."""
+    max_attempts times ("failed"); None when the claim no longer holds the turn. With
+    `lease_expired` (the reconciler, acting for a worker it believes dead) either happens only if
+    the lease has run out at that moment: a lease renewed after the reconciler looked stays put."""
     settings = get_settings()
     with session_scope(settings.sqlalchemy_url) as session:
-        turn_queries.lock_trajectory(session, trajectory_id)
+        _status, run_id = turn_queries.lock_trajectory(session, claim.trajectory_id)
         if claim.stage_attempt >= settings.max_attempts:
             error = f"{stage.name} failed {claim.stage_attempt} times; last: {reason}"[:2000]
-            if not turn_queries.store(session, claim, TurnState.failed, error=error):
+            if not turn_queries.store(session, claim, TurnState.failed, lease_expired=lease_expired, error=error):
                 return None
-            fail_trajectory(session, trajectory_id, run_id)
+            fail_trajectory(session, claim.trajectory_id, run_id)
             log.error("turn %s: %s", claim.turn_id, error)
             return "failed"
-        if not turn_queries.release_claim(session, claim, stage.waiting):
+        if not turn_queries.release_claim(session, claim, stage.waiting, lease_expired=lease_expired):
             return None
     log.warning("turn %s: %s will be tried again (%s)", claim.turn_id, stage.name, reason)
     enqueue(stage, claim.turn_id)
@@ -177,12 +225,10 @@ def _guarded(stage: Stage, work: Work, context: TurnContext) -> Outcome:
 
 def _advance(session, context: TurnContext, reward: float) -> list[tuple[Stage, int]]:
     """After an evaluation: the next turn (pending, to generate), or the end of the trajectory."""
-    config = context.config
-    early_stop = config.early_stop_reward is not None and reward >= config.early_stop_reward
-    if context.turn_index + 1 < config.max_turns and not early_stop:
+    if _continues(context, reward):
         return [(GENERATE, turn_queries.add_next(session, context.trajectory_id, context.turn_index + 1))]
     rewards = context.earlier_rewards + [reward]
-    returns = dict(enumerate(discounted_returns(rewards, config.gamma)))
+    returns = dict(enumerate(discounted_returns(rewards, context.config.gamma)))
     end_trajectory(session, context.trajectory_id, context.run_id, TrajectoryStatus.completed, returns)
     return []
 
@@ -190,11 +236,18 @@ def _advance(session, context: TurnContext, reward: float) -> list[tuple[Stage, 
 def fail_trajectory(session, trajectory_id: int, run_id: int) -> None:
     """End a trajectory as failed; the turns scored before the failure keep a return, discounted
     over that scored prefix (what a trainer can still use), while the trajectory has none."""
-    turns = turn_queries.history(session, trajectory_id, before_index=1 << 30)
-    scored = [t.reward for t in takewhile(lambda t: t.state == TurnState.done.value and t.reward is not None, turns)]
-    gamma = turn_queries.lock_trajectory(session, trajectory_id).run.config.get("gamma", RunConfig.model_fields["gamma"].default)
+    turns, config = turn_queries.rewards_and_config(session, trajectory_id)
+    scored = [reward for _, reward in takewhile(lambda t: t[0] == TurnState.done.value and t[1] is not None, turns)]
+    gamma = config.get("gamma", RunConfig.model_fields["gamma"].default)
     returns = dict(enumerate(discounted_returns(scored, gamma))) if scored else None
     end_trajectory(session, trajectory_id, run_id, TrajectoryStatus.failed, returns)
+
+
+def _continues(context: TurnContext, reward: float) -> bool:
+    """Whether the trajectory goes on to another turn after this evaluation."""
+    config = context.config
+    early_stop = config.early_stop_reward is not None and reward >= config.early_stop_reward
+    return context.turn_index + 1 < config.max_turns and not early_stop
 
 
 def end_trajectory(session, trajectory_id: int, run_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from db import runs as run_queries
 from db.session import session_scope
 from orchestrator.problems import ProblemSpec
-from orchestrator.queues import enqueue
+from orchestrator.queues import enqueue_many
 from orchestrator.run_config import RunConfig
 from orchestrator.settings import get_settings
 from orchestrator.stages import GENERATE
@@ -16,6 +16,5 @@ def start_run(config: RunConfig, problems: list[ProblemSpec]) -> int:
     with session_scope(get_settings().sqlalchemy_url) as session:
         run_id, turn_ids = run_queries.create(session, config.model_dump(mode="json"), new_problems, config.samples)
     # Committed first: if enqueueing fails here, `kturn reconcile` finds the pending turns.
-    for turn_id in turn_ids:
-        enqueue(GENERATE, turn_id)
+    enqueue_many(GENERATE, turn_ids)
     return run_id

@@ -1,5 +1,6 @@
 """Re-enqueue what was lost: turns whose lease ran out (their worker died) and waiting turns whose
-message is gone (a wiped or restarted Redis). Postgres alone says what must happen next."""
+message is gone (a wiped or restarted Redis, or a worker that died holding it). Postgres alone
+says what must happen next."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from db import turns as turn_queries
-from db.session import session_scope
+from db.session import statement_scope
 from orchestrator.broker_queue import queued_turns
 from orchestrator.pipeline import retry_or_fail
 from orchestrator.queues import enqueue
@@ -15,6 +16,10 @@ from orchestrator.settings import get_settings
 from orchestrator.stages import BY_WAITING_STATE, BY_WORKING_STATE
 
 log = logging.getLogger("kturn.reconciler")
+
+# Turns looked at per pass and kind, so a pass costs the same on a run of ten thousand trajectories;
+# the oldest go first and the next pass takes the rest.
+PASS_LIMIT = 2000
 
 
 @dataclass
@@ -28,26 +33,28 @@ class ReconcileReport:
     now: datetime | None = None
 
 
-def reconcile(older_than_s: float = 60.0) -> ReconcileReport:
-    """`older_than_s` is the grace a waiting turn gets before its message counts as lost."""
+def reconcile(older_than_s: float = 60.0, limit: int = PASS_LIMIT) -> ReconcileReport:
+    """`older_than_s` is the grace a waiting turn gets before its message counts as lost; a message
+    delivered to a worker longer ago than that and still unacknowledged counts as lost too."""
     settings = get_settings()
     report = ReconcileReport()
-    in_broker = queued_turns()
-    with session_scope(settings.sqlalchemy_url) as session:
+    in_broker = queued_turns(unacked_within_s=older_than_s)
+    with statement_scope(settings.sqlalchemy_url) as session:
         now = turn_queries.db_now(session)
-        expired = [(turn_queries.claim_of(t), t.trajectory_id, t.trajectory.run_id) for t in turn_queries.expired_leases(session, now)]
-        waiting = [(t.id, BY_WAITING_STATE[t.state]) for t in turn_queries.waiting_since(session, now - timedelta(seconds=older_than_s))]
-        report.leased = [(t.id, t.state, t.lease_expires_at) for t in turn_queries.live_leases(session, now)]
+        expired = turn_queries.expired_leases(session, now, limit)
+        waiting = turn_queries.waiting_since(session, now - timedelta(seconds=older_than_s), limit)
+        report.leased = turn_queries.live_leases(session, now, limit)
         report.now = now
-    for claim, trajectory_id, run_id in expired:
+    for claim in expired:
         stage = BY_WORKING_STATE[claim.working.value]
         report.expired.append(claim.turn_id)
-        outcome = retry_or_fail(stage, claim, trajectory_id, run_id, "lease expired: its worker stopped renewing it")
+        outcome = retry_or_fail(stage, claim, "lease expired: its worker stopped renewing it", lease_expired=True)
         if outcome == "requeued":
             report.requeued.append((stage.name, claim.turn_id))
         elif outcome == "failed":
             report.failed.append(claim.turn_id)
-    for turn_id, stage in waiting:
+    for turn_id, state in waiting:
+        stage = BY_WAITING_STATE[state]
         if in_broker is None or (stage.task_name, turn_id) not in in_broker:
             enqueue(stage, turn_id)
             report.requeued.append((stage.name, turn_id))

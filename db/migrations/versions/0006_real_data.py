@@ -1,7 +1,7 @@
 """real data: a stable key and the source's own ids on problems; room for completed_with_failures
 
 Revision ID: 0006_real_data
-Revises: 0004_views
+Revises: 0005_orchestration
 Create Date: 2026-11-26
 
 `problems.problem_key` is `level{L}/{id}` (KernelBench's level and problem id), the same whether the
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 revision = "0006_real_data"
-down_revision = "0004_views"
+down_revision = "0005_orchestration"
 branch_labels = None
 depends_on = None
 

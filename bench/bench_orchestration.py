@@ -1,0 +1,267 @@
+"""Orchestration throughput on the real parts, against raw Celery measured in the same run.
+
+    python bench/bench_orchestration.py --trajectories 200            # throughput, round trips, CPU per stage
+    python bench/bench_orchestration.py --trajectories 200 --profile  # + where each stage's CPU goes (cProfile)
+    python bench/bench_orchestration.py --scale 10000                 # 10,000 trajectories enqueued at once
+
+A Redis server of its own (so INFO commandstats counts only this bench), a fresh database on the
+Postgres at $KTURN_BENCH_PG_ADMIN_URL (default postgresql://postgres@127.0.0.1:5432/postgres), and
+one prefork worker per queue (`-c 2`). The answers are replayed and hold no code, so the stages do
+almost nothing and what is measured is the orchestration itself.
+
+1. Anchor: a no-op Celery task with kturn's delivery settings (acks late, prefetch 1) on one worker
+   `-c 2`: tasks/s from the first enqueue until the queue and the unacked set are empty.
+2. kturn: N trajectories x T turns through `kturn run`: turns/s from the run's creation to its last
+   evaluation. Every process (the CLI and the workers, pool children included) loads
+   bench/probe/sitecustomize.py, which counts its Postgres round trips (statements, plus BEGIN and
+   COMMIT of non-autocommit transactions) and Redis round trips (commands or pipelines sent) and
+   the CPU of each task by stage; Redis's own INFO commandstats gives the commands.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pstats
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.cluster import free_port, wait_for as wait_until  # noqa: E402  (the tests' helpers for processes)
+
+PROBE = ROOT / "bench" / "probe"
+PROBLEM = ROOT / "orchestrator" / "data" / "problems" / "level1" / "1_ReLU.py"
+PG_ADMIN_URL = os.environ.get("KTURN_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+KTURN = str(Path(sys.executable).with_name("kturn"))
+STAGES = ("generate", "clean", "evaluate")
+
+
+class Bench:
+    def __init__(self, workdir: Path, concurrency: int, profile: bool):
+        self.workdir, self.concurrency, self.profile = workdir, concurrency, profile
+        self.processes: list[subprocess.Popen] = []
+        port = free_port()
+        self._spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        self.redis = redis.Redis.from_url(self.redis_url)
+        wait_until(self._redis_up, 30, "redis-server")
+        self.database = f"kturn_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{self.database}"')
+        self.database_url = f"{PG_ADMIN_URL.rpartition('/')[0]}/{self.database}"
+
+    def _redis_up(self) -> bool:
+        try:
+            return self.redis.ping()
+        except redis.ConnectionError:
+            return False
+
+    def env(self, probe_dir: Path) -> dict[str, str]:
+        probe_dir.mkdir(parents=True, exist_ok=True)
+        return {**os.environ, "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "KTURN_HOME": str(self.workdir / "home"),
+                "PYTHONPATH": f"{PROBE}{os.pathsep}{ROOT}", "KTURN_PROBE_DIR": str(probe_dir),
+                **({"KTURN_PROBE_PROFILE": "1"} if self.profile else {})}
+
+    def _spawn(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "w")
+        process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def worker(self, app: str, queue: str, env: dict) -> subprocess.Popen:
+        name = f"{queue}-{uuid.uuid4().hex[:4]}"
+        polling = self._polling()
+        process = self._spawn(name, [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "-c", str(self.concurrency),
+                                     "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-l", "warning"], env)
+        wait_until(lambda: self._polling() > polling, 120, f"the {queue} worker", 0.2)
+        return process
+
+    def _polling(self) -> int:
+        """Clients blocked in BRPOP: a worker that consumes is one of them once it is ready."""
+        return sum(c.get("cmd") == "brpop" for c in self.redis.client_list())
+
+    def stop(self, process: subprocess.Popen) -> None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            self.stop(process)
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+    def commandstats(self) -> Counter:
+        return Counter({k.removeprefix("cmdstat_"): v["calls"] for k, v in self.redis.info("commandstats").items()})
+
+    def sql(self, query: str, *params):
+        with psycopg.connect(self.database_url, autocommit=True) as connection:
+            return connection.execute(query, params).fetchall()
+
+
+def probe_totals(probe_dir: Path) -> Counter:
+    total: Counter = Counter()
+    for path in probe_dir.glob("*.json"):
+        total.update(json.loads(path.read_text()))
+    return total
+
+
+def anchor(bench: Bench, tasks: int) -> dict:
+    env = bench.env(bench.workdir / "probe-noop")
+    worker = bench.worker("bench.noop_app", "noop", env)
+    os.environ["REDIS_URL"] = bench.redis_url
+    from bench.noop_app import noop
+
+    started = time.monotonic()
+    with noop.app.producer_or_acquire() as producer:
+        for index in range(tasks):
+            noop.apply_async((index,), producer=producer)
+    wait_until(lambda: bench.redis.llen("noop") == 0 and bench.redis.hlen("unacked") == 0, 600, "the no-op tasks", 0.005)
+    elapsed = time.monotonic() - started
+    bench.stop(worker)
+    return {"tasks": tasks, "seconds": round(elapsed, 2), "tasks_per_s": round(tasks / elapsed, 1)}
+
+
+def replay_file(bench: Bench, turns: int) -> Path:
+    path = bench.workdir / "answers.jsonl"
+    path.write_text("".join(json.dumps({"problem": "level1/1_ReLU", "turn": k, "text": "No code this time, only words."}) + "\n" for k in range(turns)))
+    return path
+
+
+def run_args(bench: Bench, trajectories: int, turns: int) -> list[str]:
+    return [KTURN, "run", str(PROBLEM), "--samples", str(trajectories), "--turns", str(turns), "--backend", "cpp", "--device", "cpu",
+            "--generator", "replay", "--replay", str(replay_file(bench, turns)), "--early-stop", "100", "--json"]
+
+
+def start_kturn_workers(bench: Bench, env: dict) -> None:
+    subprocess.run([KTURN, "db", "upgrade"], env=env, check=True, capture_output=True)
+    for queue in STAGES:
+        bench.worker("orchestrator.app", queue, env)
+
+
+def throughput(bench: Bench, trajectories: int, turns: int) -> dict:
+    probe_dir = bench.workdir / "probe-kturn"
+    env = bench.env(probe_dir)
+    start_kturn_workers(bench, env)
+    time.sleep(1.0)
+    idle = probe_totals(probe_dir)  # the workers' start-up, not the turns'
+    stats_before = bench.commandstats()
+    run_id = json.loads(subprocess.run(run_args(bench, trajectories, turns), env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])["run"]
+    wait_until(lambda: bench.sql("SELECT status FROM runs WHERE id = %s", run_id)[0][0] != "running", 1800, "the run", 0.1)
+    [(seconds, done, all_turns)] = bench.sql("""
+        SELECT EXTRACT(EPOCH FROM max(t.evaluated_at) - min(r.created_at)), count(*) FILTER (WHERE t.state = 'done'), count(*)
+        FROM runs r JOIN trajectories tr ON tr.run_id = r.id JOIN turns t ON t.trajectory_id = tr.id WHERE r.id = %s""", run_id)
+    time.sleep(1.5)  # every probe writes its counts every half second
+    counts = probe_totals(probe_dir)
+    counts.subtract(idle)
+    commands = bench.commandstats()
+    commands.subtract(stats_before)
+    per_turn = lambda n: round(n / all_turns, 2)  # noqa: E731
+    pg = counts["pg_statements"] + counts["pg_begin"] + counts["pg_commit"] + counts["pg_rollback"]
+    result = {
+        "trajectories": trajectories, "turns": all_turns, "done": done, "seconds": round(float(seconds), 2),
+        "turns_per_s": round(all_turns / float(seconds), 1),
+        "pg_round_trips_per_turn": per_turn(pg),
+        "pg_per_turn": {k: per_turn(counts[k]) for k in ("pg_statements", "pg_begin", "pg_commit", "pg_rollback", "pg_connects")},
+        "redis_round_trips_per_turn": per_turn(counts["redis_round_trips"]),
+        "redis_commands_per_turn": per_turn(sum(v for v in commands.values() if v > 0) - commands["info"] - commands["client|list"] - commands["llen"] - commands["hlen"]),
+        "redis_commands_by_name_per_turn": {k: per_turn(v) for k, v in commands.most_common(12) if v > 0},
+        "cpu_ms_per_task": {stage: round(1000 * counts[f"cpu_s:kturn.{stage}"] / max(counts[f"tasks:kturn.{stage}"], 1), 2) for stage in STAGES},
+    }
+    if bench.profile:
+        result["profile"] = {stage: top_functions(probe_dir, stage) for stage in STAGES}
+    return result
+
+
+def top_functions(probe_dir: Path, stage: str, limit: int = 15) -> list[str]:
+    files = [str(p) for p in probe_dir.glob(f"*.kturn.{stage}.pstats")]
+    if not files:
+        return []
+    stats = pstats.Stats(*files)
+    rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:limit]  # by own time
+    total = sum(v[2] for v in stats.stats.values())
+    return [f"{100 * tt / total:5.1f}%  {func[2]}  {Path(func[0]).name}:{func[1]}" for func, (_cc, _nc, tt, _ct, _callers) in rows]
+
+
+def scale(bench: Bench, trajectories: int, drain_s: float) -> dict:
+    """10,000 trajectories at once: the time to create and enqueue them, what they cost Redis and
+    Postgres, the rate while draining, and what a reconcile pass and a status read cost then."""
+    probe_dir = bench.workdir / "probe-scale"
+    env = bench.env(probe_dir)
+    subprocess.run([KTURN, "db", "upgrade"], env=env, check=True, capture_output=True)
+    redis_before = bench.redis.info("memory")["used_memory"]
+    pg_before = bench.sql("SELECT pg_database_size(current_database())")[0][0]
+    started = time.monotonic()
+    run_id = json.loads(subprocess.run(run_args(bench, trajectories, 3), env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])["run"]
+    create_and_enqueue_s = time.monotonic() - started
+    queued = bench.redis.llen("generate")
+    redis_after = bench.redis.info("memory")["used_memory"]
+    pg_after = bench.sql("SELECT pg_database_size(current_database())")[0][0]
+    for queue in STAGES:
+        bench.worker("orchestrator.app", queue, env)
+    done_before = _done(bench, run_id)
+    window_start = time.monotonic()
+    time.sleep(drain_s)
+    drained = _done(bench, run_id) - done_before
+    window = time.monotonic() - window_start
+    reconcile_s = _timed([KTURN, "reconcile", "--json"], env)
+    runs_s = _timed([KTURN, "runs", "--json"], env)
+    subprocess.run([KTURN, "cancel", str(run_id)], env=env, check=True, capture_output=True)
+    return {
+        "trajectories": trajectories, "create_and_enqueue_s": round(create_and_enqueue_s, 2), "messages_queued": queued,
+        "redis_memory_mb": round((redis_after - redis_before) / 2**20, 1), "postgres_growth_mb": round((pg_after - pg_before) / 2**20, 1),
+        "drain_turns_per_s": round(drained / window, 1), "drain_window_s": round(window, 1),
+        "reconcile_pass_s": round(reconcile_s, 2), "kturn_runs_s": round(runs_s, 2),
+    }
+
+
+def _done(bench: Bench, run_id: int) -> int:
+    return bench.sql("""SELECT count(*) FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id
+                        WHERE tr.run_id = %s AND t.state = 'done'""", run_id)[0][0]
+
+
+def _timed(args: list[str], env: dict) -> float:
+    started = time.monotonic()
+    subprocess.run(args, env=env, check=True, capture_output=True)
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trajectories", type=int, default=200)
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--noop-tasks", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--profile", action="store_true", help="cProfile every task (slows them: rates are then not comparable)")
+    parser.add_argument("--scale", type=int, default=0, help="instead: enqueue this many trajectories at once and drain a while")
+    parser.add_argument("--drain-seconds", type=float, default=60)
+    args = parser.parse_args()
+    bench = Bench(Path(tempfile.mkdtemp(prefix="kturn-bench-")), args.concurrency, args.profile)
+    try:
+        if args.scale:
+            report = {"scale": scale(bench, args.scale, args.drain_seconds)}
+        else:
+            report = {"anchor": anchor(bench, args.noop_tasks), "kturn": throughput(bench, args.trajectories, args.turns)}
+            report["ratio_to_raw"] = round(report["kturn"]["turns_per_s"] / report["anchor"]["tasks_per_s"], 3)
+    finally:
+        bench.close()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

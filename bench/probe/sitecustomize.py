@@ -1,0 +1,107 @@
+"""Loaded at interpreter start in every process of bench_orchestration.py (PYTHONPATH), never in
+production: counts this process's Postgres and Redis round trips and the CPU each Celery task
+takes, and writes them to $KTURN_PROBE_DIR/<pid>.json every half second.
+
+Postgres: every statement SQLAlchemy sends is a round trip, and so are BEGIN and COMMIT (psycopg 3
+sends each on its own) of a transaction that is not in autocommit; a new connection's start-up is
+counted apart. Redis: every command or pipeline redis-py sends (kombu's included) is one round trip.
+"""
+import os
+
+if os.environ.get("KTURN_PROBE_DIR"):
+    import atexit
+    import json
+    import threading
+    import time
+    from collections import Counter
+
+    COUNTS: Counter = Counter()
+    LOCK = threading.Lock()
+
+    def _add(key: str, n: float = 1) -> None:
+        with LOCK:
+            COUNTS[key] += n
+
+    def _dump() -> None:
+        with LOCK:
+            snapshot = dict(COUNTS)
+        path = os.path.join(os.environ["KTURN_PROBE_DIR"], f"{os.getpid()}.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(snapshot, f)
+        os.replace(path + ".tmp", path)
+
+    def _dumper() -> None:
+        while True:
+            time.sleep(0.5)
+            _dump()
+
+    def _start() -> None:
+        threading.Thread(target=_dumper, daemon=True, name="kturn-probe").start()
+
+    def _forked() -> None:  # a pool child starts from zero: its parent reports its own
+        COUNTS.clear()
+        _start()
+
+    _start()
+    os.register_at_fork(after_in_child=_forked)
+    atexit.register(_dump)
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def _autocommit(connection) -> bool:
+        return connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def _statement(connection, cursor, statement, parameters, context, executemany):
+        _add("pg_statements")
+        if not _autocommit(connection) and not connection.info.get("probe_in_tx"):
+            connection.info["probe_in_tx"] = True
+            _add("pg_begin")
+
+    @event.listens_for(Engine, "commit")
+    def _commit(connection):
+        if connection.info.pop("probe_in_tx", False):
+            _add("pg_commit")
+
+    @event.listens_for(Engine, "rollback")
+    def _rollback(connection):
+        if connection.info.pop("probe_in_tx", False):
+            _add("pg_rollback")
+
+    @event.listens_for(Engine, "connect")
+    def _connect(dbapi_connection, record):
+        _add("pg_connects")
+
+    import redis.connection
+
+    _send = redis.connection.AbstractConnection.send_packed_command
+
+    def _counted_send(self, command, check_health=True):
+        _add("redis_round_trips")
+        return _send(self, command, check_health)
+
+    redis.connection.AbstractConnection.send_packed_command = _counted_send
+
+    from celery import signals
+
+    STARTED: dict = {}
+    PROFILES: dict = {}  # task name -> cProfile.Profile, with KTURN_PROBE_PROFILE
+
+    @signals.task_prerun.connect
+    def _prerun(task_id=None, task=None, **_):
+        if os.environ.get("KTURN_PROBE_PROFILE"):
+            import cProfile
+
+            PROFILES.setdefault(task.name, cProfile.Profile()).enable()
+        STARTED[task_id] = time.process_time()
+
+    @signals.task_postrun.connect
+    def _postrun(task_id=None, task=None, **_):
+        started = STARTED.pop(task_id, None)
+        if started is not None:
+            _add(f"cpu_s:{task.name}", time.process_time() - started)
+            _add(f"tasks:{task.name}")
+        if task.name in PROFILES:
+            PROFILES[task.name].disable()
+            PROFILES[task.name].dump_stats(os.path.join(os.environ["KTURN_PROBE_DIR"], f"{os.getpid()}.{task.name}.pstats"))

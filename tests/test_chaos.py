@@ -1,0 +1,159 @@
+"""Chaos, short form: a run of 40 trajectories x 3 turns on the real parts (Postgres, Redis, prefork
+workers, the SGLang double, `kturn reconcile --every 1`) while workers are SIGKILLed (a whole
+process group, the pool children alone, the main process alone), Redis is flushed, every Postgres
+connection is cut, every turn is delivered again to every stage, and workers run pointed at a
+wrong Redis port and a wrong Postgres port. At the end every trajectory completed with exactly one
+row per turn, its turns contiguous and done, and the model was asked no more often than there are
+turns plus retried claims. The time against a fault-free run of the same size is printed."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import ROOT, Cluster, free_port, rows, wait_for
+
+pytestmark = pytest.mark.integration
+
+TRAJECTORIES, TURNS = 40, 3
+PROBLEM = ROOT / "orchestrator" / "data" / "problems" / "level1" / "1_ReLU.py"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, postgres_url, redis_url):
+    cluster = Cluster(tmp_path_factory.mktemp("chaos"), postgres_url, redis_url)
+    cluster.env["KTURN_MAX_ATTEMPTS"] = "20"  # a turn killed again and again is still not the model's fault
+    try:
+        cluster.start_double({"": "No code this time, only words."})
+        cluster.kturn("db", "upgrade")
+        for queue in ("generate", "clean", "evaluate"):
+            cluster.start_worker(queue, "-c", "2")
+        cluster._spawn("reconciler", [str(Path(sys.executable).with_name("kturn")), "reconcile", "--every", "1", "--older-than", "3"])
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
+def start_run(cluster: Cluster) -> int:
+    return cluster.kturn_json("run", str(PROBLEM), "--samples", str(TRAJECTORIES), "--turns", str(TURNS), "--backend", "cpp",
+                              "--device", "cpu", "--generator", "sglang", "--url", cluster.double_url, "--early-stop", "100")["run"]
+
+
+def done_turns(db, run_id: int) -> int:
+    return rows(db, """SELECT count(*) AS n FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id
+                       WHERE tr.run_id = :run AND t.state = 'done'""", run=run_id)[0]["n"]
+
+
+def run_status(db, run_id: int) -> str:
+    return rows(db, "SELECT status FROM runs WHERE id = :run", run=run_id)[0]["status"]
+
+
+def worker_of(cluster: Cluster, queue: str) -> str:
+    return next(name for name in cluster.processes if name.startswith(f"{queue}-"))
+
+
+def pool_children(pid: int) -> list[int]:
+    return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+
+
+def kill_process_group(cluster: Cluster, queue: str) -> None:
+    cluster.kill(worker_of(cluster, queue))
+    cluster.start_worker(queue, "-c", "2")
+
+
+def kill_pool_children(cluster: Cluster, queue: str) -> None:
+    for child in pool_children(cluster.processes[worker_of(cluster, queue)].pid):
+        os.kill(child, signal.SIGKILL)  # the main process forks new ones; their tasks are rejected back to the queue
+
+
+def kill_main_process(cluster: Cluster, queue: str) -> None:
+    process = cluster.processes.pop(worker_of(cluster, queue))
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    cluster.start_worker(queue, "-c", "2")
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # the orphaned pool children, whatever they still hold
+    except ProcessLookupError:
+        pass
+
+
+def flush_redis(cluster: Cluster) -> None:
+    import redis
+
+    redis.Redis.from_url(cluster.env["REDIS_URL"]).flushdb()
+
+
+def cut_postgres(db) -> None:
+    rows(db, "SELECT pg_terminate_backend(pid) AS cut FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    db.dispose()  # the test's own pooled connections were cut too
+
+
+def deliver_everything_again(cluster: Cluster, db, run_id: int) -> None:
+    ids = [r["id"] for r in rows(db, "SELECT t.id FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id WHERE tr.run_id = :run", run=run_id)]
+    subprocess.run([sys.executable, "-c", "import sys; from orchestrator.queues import enqueue_many; from orchestrator.stages import STAGES\n"
+                    "ids = [int(i) for i in sys.argv[1:]]\nfor stage in STAGES: enqueue_many(stage, ids)", *map(str, ids)],
+                   cwd=ROOT, env=cluster.env, check=True, timeout=60)
+
+
+def start_misconfigured_workers(cluster: Cluster) -> list[str]:
+    """A generate worker whose Postgres is a closed port (it takes messages and cannot claim them)
+    and a clean worker whose Redis is a closed port (it never gets anything)."""
+    closed = free_port()
+    names = []
+    for queue, variable, url in (("generate", "DATABASE_URL", f"postgresql://postgres@127.0.0.1:{closed}/kturn"),
+                                 ("clean", "REDIS_URL", f"redis://127.0.0.1:{closed}/0")):
+        name = f"misconfigured-{queue}"
+        cluster._spawn(name, [sys.executable, "-m", "celery", "-A", "orchestrator.app", "worker", "-Q", queue, "-c", "1", "-n", f"{name}@%h",
+                              "--without-mingle", "--without-gossip", "-l", "info"], env={**cluster.env, variable: url})
+        names.append(name)
+    return names
+
+
+def test_a_fault_free_run_and_a_run_under_chaos_both_finish_whole(cluster, db):
+    started = time.monotonic()
+    calm_run = start_run(cluster)
+    wait_for(lambda: run_status(db, calm_run) != "running", 300, "the fault-free run", 0.2)
+    calm_s = time.monotonic() - started
+    assert_whole(cluster, db, calm_run)
+
+    started = time.monotonic()
+    run_id = start_run(cluster)
+    misconfigured = start_misconfigured_workers(cluster)
+    faults = [
+        (10, lambda: kill_process_group(cluster, "generate")),
+        (25, lambda: kill_pool_children(cluster, "clean")),
+        (40, lambda: flush_redis(cluster)),
+        (55, lambda: cut_postgres(db)),
+        (70, lambda: deliver_everything_again(cluster, db, run_id)),
+        (85, lambda: kill_main_process(cluster, "evaluate")),
+    ]
+    for threshold, fault in faults:
+        wait_for(lambda: done_turns(db, run_id) >= threshold or run_status(db, run_id) != "running", 300, f"{threshold} turns done", 0.1)
+        fault()
+    for name in misconfigured:
+        cluster.kill(name)
+    wait_for(lambda: run_status(db, run_id) != "running", 300, "the run under chaos", 0.2)
+    chaos_s = time.monotonic() - started
+    print(f"\n{TRAJECTORIES} x {TURNS} turns: fault-free {calm_s:.1f} s, under chaos {chaos_s:.1f} s ({chaos_s / calm_s:.2f}x)")
+    assert_whole(cluster, db, run_id)
+
+
+def assert_whole(cluster: Cluster, db, run_id: int) -> None:
+    turns = rows(db, """SELECT t.id, t.trajectory_id, t.turn_index, t.state, t.attempts, tr.status AS trajectory_status
+                        FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id WHERE tr.run_id = :run""", run=run_id)
+    assert run_status(db, run_id) == "completed"
+    by_trajectory = Counter(t["trajectory_id"] for t in turns)
+    assert len(by_trajectory) == TRAJECTORIES and set(by_trajectory.values()) == {TURNS}
+    for trajectory in by_trajectory:
+        assert sorted(t["turn_index"] for t in turns if t["trajectory_id"] == trajectory) == list(range(TURNS))
+    assert {t["state"] for t in turns} == {"done"} and {t["trajectory_status"] for t in turns} == {"completed"}
+    ids = {f"kturn-turn-{t['id']}" for t in turns}
+    requests = [r for r in cluster.double_requests() if r.get("rid") in ids]
+    retried_claims = sum(t["attempts"] - 3 for t in turns)  # each turn is claimed once per stage when nothing goes wrong
+    assert len(requests) <= len(turns) + retried_claims, (len(requests), len(turns), retried_claims)

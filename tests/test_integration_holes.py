@@ -1,0 +1,106 @@
+"""Three ways a turn could be lost or taken from a live worker, each reproduced on the real parts
+(Postgres, Redis, a Celery worker where one is needed): a dead worker's unacknowledged message, a
+turn that cannot even be loaded, and a lease renewed while the reconciler acts on it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from sqlalchemy.orm import Session
+
+from db import turns as turn_queries
+from db.models import TurnState
+from db.session import session_scope
+from orchestrator.problems import BUNDLED_DIR
+from orchestrator.settings import to_sqlalchemy_url
+from tests.cluster import Cluster, rows, wait_for
+
+pytestmark = pytest.mark.integration
+
+REPLAY = BUNDLED_DIR.parent / "demo_answers.jsonl"
+
+# A consumer takes a message the way a Celery worker does (delivered, not yet acknowledged: it sits
+# in kombu's `unacked` hash) and is SIGKILLed before it could claim the turn.
+TAKE_AND_DIE = """
+import os, signal, sys
+from kombu import Connection
+with Connection(sys.argv[1]) as connection:
+    connection.SimpleQueue("generate").get(timeout=30)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, postgres_url, redis_url):
+    """The schema and the CLI, no workers: each test starts what it needs."""
+    cluster = Cluster(tmp_path_factory.mktemp("holes"), postgres_url, redis_url)
+    cluster.kturn("db", "upgrade")
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
+def new_run(cluster: Cluster, db) -> tuple[int, int]:
+    """A one-turn replay run on one problem: (run id, its pending turn's id, enqueued for generation)."""
+    run_id = cluster.kturn_json("run", str(BUNDLED_DIR), "--id", "1", "--turns", "1", "--backend", "cpp", "--device", "cpu",
+                                "--generator", "replay", "--replay", str(REPLAY))["run"]
+    [turn] = rows(db, "SELECT t.id FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id WHERE tr.run_id = :run", run=run_id)
+    return run_id, turn["id"]
+
+
+def turn_row(db, turn_id: int) -> dict:
+    return rows(db, "SELECT t.*, tr.status AS trajectory_status, r.status AS run_status FROM turns t "
+                    "JOIN trajectories tr ON tr.id = t.trajectory_id JOIN runs r ON r.id = tr.run_id WHERE t.id = :id", id=turn_id)[0]
+
+
+def test_a_dead_workers_unacked_message_does_not_hide_a_lost_turn(cluster, db, redis_url):
+    import redis
+
+    run_id, turn_id = new_run(cluster, db)
+    subprocess.run([sys.executable, "-c", TAKE_AND_DIE, redis_url], timeout=60)
+    client = redis.Redis.from_url(redis_url)
+    assert client.llen("generate") == 0 and client.hlen("unacked") == 1  # Redis keeps it for the visibility timeout
+    time.sleep(1.5)
+    report = cluster.kturn_json("reconcile", "--older-than", "1")
+    assert ["generate", turn_id] in report["requeued"]
+    assert client.llen("generate") == 1
+    cluster.kturn("cancel", str(run_id))
+
+
+def test_reconciler_never_takes_over_a_lease_renewed_after_it_looked(cluster, db, postgres_url):
+    run_id, turn_id = new_run(cluster, db)
+    url = to_sqlalchemy_url(postgres_url)
+    with session_scope(url) as session:  # a worker's claim, whose lease then runs out
+        claim = turn_queries.claim(session, turn_id, TurnState.pending, TurnState.generating, "worker", 0.2)
+    time.sleep(0.5)
+    with Session(db) as worker:
+        # The worker renews its lease, and the renewal's transaction holds the row while the
+        # reconciler, which saw the lease expired, tries to hand the turn on.
+        assert turn_queries.extend_lease(worker, claim, 60)
+        reconciler = threading.Thread(target=lambda: results.append(cluster.kturn_json("reconcile", "--older-than", "3600")))
+        results: list[dict] = []
+        reconciler.start()
+        wait_for(lambda: rows(db, "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+                                  "AND wait_event_type = 'Lock'")[0]["n"], 60, "the reconciler to wait on the renewal", 0.05)
+        worker.commit()
+    reconciler.join(60)
+    assert turn_id in results[0]["expired"]  # it looked while the lease was expired ...
+    assert ["generate", turn_id] not in results[0]["requeued"]  # ... and left the renewed lease alone
+    turn = turn_row(db, turn_id)
+    assert (turn["state"], turn["attempts"], turn["claimed_by"]) == ("generating", 1, "worker")
+    cluster.kturn("cancel", str(run_id))
+
+
+def test_a_turn_that_cannot_be_loaded_fails_after_max_attempts_with_the_error(cluster, db):
+    with cluster.stopped("generate"):
+        run_id, turn_id = new_run(cluster, db)
+        with db.begin() as connection:  # a config this worker's version rejects
+            connection.exec_driver_sql("UPDATE runs SET config = jsonb_set(config, '{max_turns}', '\"many\"') WHERE id = %s", (run_id,))
+    turn = wait_for(lambda: (t := turn_row(db, turn_id))["state"] == "failed" and t, 60, "the unreadable turn to fail")
+    assert "loading the turn failed" in turn["error"] and "max_turns" in turn["error"]
+    assert turn["attempts"] == 3 and "generate failed 3 times" in turn["error"]  # KTURN_MAX_ATTEMPTS claims, each counted
+    assert turn["trajectory_status"] == "failed" and turn["run_status"] != "running"
