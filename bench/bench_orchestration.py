@@ -37,13 +37,14 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from orchestrator.stages import STAGES as PIPELINE  # noqa: E402
 from tests.cluster import free_port, wait_for as wait_until  # noqa: E402  (the tests' helpers for processes)
 
 PROBE = ROOT / "bench" / "probe"
 PROBLEM = ROOT / "orchestrator" / "data" / "problems" / "level1" / "1_ReLU.py"
 PG_ADMIN_URL = os.environ.get("KTURN_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 KTURN = str(Path(sys.executable).with_name("kturn"))
-STAGES = ("generate", "clean", "evaluate")
+STAGES = tuple(stage.name for stage in PIPELINE)
 
 
 class Bench:

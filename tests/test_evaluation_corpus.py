@@ -21,6 +21,8 @@ from workers.evaluation import EvalResult, EvalSettings, Timing, evaluate, finge
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_ENV = {"DATABASE_URL": "postgresql://kturn:secret@db/kturn", "REDIS_URL": "redis://:secret@redis:6379/0"}
+# whichever test runs first waits for the whole corpus (~80 evaluations, a dozen builds) in its set-up
+pytestmark = pytest.mark.timeout(1800)
 # small and quick: the corpus asserts verdicts, not performance
 BASE_SETTINGS = {"warmup_runs": 1, "timing_trials": 5, "run_timeout_s": 60.0, "compile_timeout_s": 300.0}
 
