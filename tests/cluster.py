@@ -59,6 +59,7 @@ class Cluster:
         }
         self.processes: dict[str, subprocess.Popen] = {}
         self.double_url: str | None = None
+        _forget_earlier_clusters(database_url, redis_url)
 
     # -- processes
 
@@ -168,6 +169,32 @@ def started(workdir: Path, database_url: str, redis_url: str, script: dict, *dou
         yield cluster
     finally:
         cluster.stop_all()
+
+
+def _forget_earlier_clusters(database_url: str, redis_url: str) -> None:
+    """Test modules share one database and one broker db: each cluster starts with an empty broker
+    and every run an earlier module left running cancelled, so that no leftover turn (its model
+    server long gone, its config corrupted on purpose) reaches this cluster's workers."""
+    import redis
+    from sqlalchemy import create_engine, inspect
+
+    from db import runs as run_queries
+    from db.session import session_scope
+    from orchestrator.settings import to_sqlalchemy_url
+
+    redis.Redis.from_url(redis_url).flushdb()
+    url = to_sqlalchemy_url(database_url)
+    engine = create_engine(url)
+    try:
+        if not inspect(engine).has_table("runs"):
+            return
+        with engine.connect() as connection:
+            running = connection.execute(text("SELECT id FROM runs WHERE status = 'running'")).scalars().all()
+    finally:
+        engine.dispose()
+    with session_scope(url) as session:
+        for run_id in running:
+            run_queries.cancel(session, run_id)
 
 
 def run_args(cluster: Cluster, samples: int, turns: int, *extra: str) -> list[str]:

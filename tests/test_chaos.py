@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.stages import STAGES
 from tests.cluster import ROOT, Cluster, free_port, rows, wait_for
 
 pytestmark = pytest.mark.integration
@@ -32,8 +33,8 @@ def cluster(tmp_path_factory, postgres_url, redis_url):
     try:
         cluster.start_double({"": "No code this time, only words."})
         cluster.kturn("db", "upgrade")
-        for queue in ("generate", "clean", "evaluate"):
-            cluster.start_worker(queue, "-c", "2")
+        for stage in STAGES:
+            cluster.start_worker(stage.queue, "-c", "2")
         cluster._spawn("reconciler", [str(Path(sys.executable).with_name("kturn")), "reconcile", "--every", "1", "--older-than", "3"])
         yield cluster
     finally:

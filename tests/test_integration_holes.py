@@ -60,10 +60,9 @@ def turn_row(db, turn_id: int) -> dict:
 def test_a_dead_workers_unacked_message_does_not_hide_a_lost_turn(cluster, db, redis_url):
     import redis
 
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()  # the tests' own db index: what earlier modules' killed workers left there goes
     run_id, turn_id = new_run(cluster, db)
     subprocess.run([sys.executable, "-c", TAKE_AND_DIE, redis_url], timeout=60)
+    client = redis.Redis.from_url(redis_url)
     assert client.llen("generate") == 0 and client.hlen("unacked") == 1  # Redis keeps it for the visibility timeout
     time.sleep(1.5)
     report = cluster.kturn_json("reconcile", "--older-than", "1")
