@@ -150,8 +150,8 @@ CASES: list[Case] = [
     _attack("a1_garbage_when_batched", "incorrect"),            # timed calls told apart by count
     # work moved out of forward() ..., or into the harness's own step, fused: its reach into the
     # harness is flagged statically, and run anyway its outputs are wrong when they are read
-    _attack("a1_work_after_forward", "disqualified", flags=("harness_tampering",), error_contains=("differs from the reference",)),
-    _attack("a1_work_moved_into_harness_code", "disqualified", flags=("harness_tampering",),
+    _attack("a1_work_after_forward", "incorrect", flags=("harness_tampering",), error_contains=("differs from the reference",)),
+    _attack("a1_work_moved_into_harness_code", "incorrect", flags=("harness_tampering",),
             error_contains=("differs from the reference",)),
     _attack("a1_garbage_by_rhythm", "incorrect"),               # ... by how fast calls come
     _attack("a2_precompute_from_memory", "incorrect"),          # future inputs found in memory
