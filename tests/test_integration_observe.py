@@ -349,7 +349,9 @@ def test_incomplete_groups_are_left_out(cluster, db, tmp_path):
     refusing = cluster.start_double({"a key no prompt holds": ["-"]}, name="refusing_double")
     args = run_args(cluster, 2, 1, "--id", "2")
     args[args.index("--url") + 1] = refusing
-    failed = cluster.kturn_json(*args, "--wait", timeout=300)["run"]
+    waited = cluster.kturn(*args, "--wait", "--json", timeout=300, check=False)
+    assert waited.returncode == 1 and "2 of 2 trajectories failed" in waited.stderr  # --wait says the run failed
+    failed = json.loads(waited.stdout.strip().splitlines()[-1])["run"]
     out = tmp_path / "none.jsonl"
     result = cluster.kturn("export", str(failed), "--format", "buffer", "--out", str(out))
     assert out.read_text() == "" and "skipped 2_Scaled_Add" in result.stderr and "failed 2" in result.stderr
