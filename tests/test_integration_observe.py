@@ -22,6 +22,7 @@ from sqlalchemy import text
 from tokenizers import Tokenizer
 
 from orchestrator.problems import BUNDLED_DIR
+from orchestrator.stages import STAGES
 from tests.cluster import free_port, rows, run_args, started, wait_for
 from tests.tiny_tokenizer import write_tokenizer
 from workers.generation.chat_template import render_chatml
@@ -369,7 +370,7 @@ def test_flower_requires_basic_auth_and_serves_metrics(cluster, run_id):
     assert refused.value.code == 401
     authorised = urllib.request.Request(f"{url}/api/workers?refresh=1", headers={"Authorization": "Basic " + base64.b64encode(b"kturn:s3cret").decode()})
     with urllib.request.urlopen(authorised, timeout=30) as response:
-        assert response.status == 200 and len(json.loads(response.read())) == 3
+        assert response.status == 200 and len(json.loads(response.read())) == len(STAGES)  # one worker per stage
     cluster.kturn(*run_args(cluster, 1, 1, "--id", "2"), "--wait")  # Flower learns tasks from events
 
     def succeeded_events():
