@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import pstats
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from orchestrator.stages import STAGES as PIPELINE  # noqa: E402
-from tests.cluster import free_port, wait_for as wait_until  # noqa: E402  (the tests' helpers for processes)
+from tests.cluster import free_port, stop_group, wait_for as wait_until  # noqa: E402  (the tests' helpers for processes)
 
 PROBE = ROOT / "bench" / "probe"
 PROBLEM = ROOT / "orchestrator" / "data" / "problems" / "level1" / "1_ReLU.py"
@@ -92,14 +91,7 @@ class Bench:
         return sum(c.get("cmd") == "brpop" for c in self.redis.client_list())
 
     def stop(self, process: subprocess.Popen) -> None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_group(process, grace_s=20)
 
     def close(self) -> None:
         for process in reversed(self.processes):

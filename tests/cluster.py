@@ -132,16 +132,7 @@ class Cluster:
 
     def stop_all(self) -> None:
         for name in list(self.processes):
-            process = self.processes[name]
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self.processes.pop(name)
+            stop_group(self.processes.pop(name), grace_s=15)
 
     # -- the CLI, as a user runs it
 
@@ -169,6 +160,18 @@ def started(workdir: Path, database_url: str, redis_url: str, script: dict, *dou
         yield cluster
     finally:
         cluster.stop_all()
+
+
+def stop_group(process: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM a process's whole group, SIGKILL it if it has not exited within `grace_s`."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace_s)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _forget_earlier_clusters(database_url: str, redis_url: str) -> None:
