@@ -32,10 +32,11 @@ def queued_turns(unacked_within_s: float) -> set[tuple[str, int]] | None:
         recent = client.zrangebyscore(UNACKED_INDEX_KEY, time.time() - unacked_within_s, "+inf")
         if recent:
             raw += [json.loads(value)[0] for value in client.hmget(UNACKED_KEY, recent) if value is not None]
-    return {entry for entry in (_decode(m) for m in raw) if entry is not None}
+    return {entry for entry in (message_turn(m) for m in raw) if entry is not None}
 
 
-def _decode(message) -> tuple[str, int] | None:
+def message_turn(message) -> tuple[str, int] | None:
+    """(task name, turn id) of one raw kombu message; None for anything else."""
     try:
         envelope = json.loads(message) if isinstance(message, (str, bytes)) else message
         body = json.loads(base64.b64decode(envelope["body"]))

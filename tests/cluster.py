@@ -163,21 +163,48 @@ def started(workdir: Path, database_url: str, redis_url: str, script: dict, *dou
 
 
 def stop_group(process: subprocess.Popen, grace_s: float) -> None:
-    """SIGTERM a process's whole group, SIGKILL it if it has not exited within `grace_s`."""
+    """SIGTERM a process's whole group, SIGKILL what is left of it after `grace_s`, and return once
+    every process of the group is gone: a pool child outliving its main process could otherwise
+    still publish into the next module's broker."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace_s)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+    except ProcessLookupError:
+        return
+    if not _group_gone(process, grace_s):
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
-            pass
+            return
+        _group_gone(process, 30)
+
+
+def _group_gone(process: subprocess.Popen, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        process.poll()  # reaps the main process
+        if not _live_members(process.pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _live_members(group: int) -> list[int]:
+    """Pids of the group's processes that still run (zombies, which can publish nothing, left out)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) == group and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def _forget_earlier_clusters(database_url: str, redis_url: str) -> None:
-    """Test modules share one database and one broker db: each cluster starts with an empty broker
-    and every run an earlier module left running cancelled, so that no leftover turn (its model
-    server long gone, its config corrupted on purpose) reaches this cluster's workers."""
+    """Test modules share one database and one broker db: each cluster starts with every run an
+    earlier module left running cancelled, and then an empty broker, so that no leftover turn (its
+    model server long gone, its config corrupted on purpose) reaches this cluster's workers."""
     import redis
     from sqlalchemy import create_engine, inspect
 
@@ -185,19 +212,19 @@ def _forget_earlier_clusters(database_url: str, redis_url: str) -> None:
     from db.session import session_scope
     from orchestrator.settings import to_sqlalchemy_url
 
-    redis.Redis.from_url(redis_url).flushdb()
     url = to_sqlalchemy_url(database_url)
     engine = create_engine(url)
     try:
-        if not inspect(engine).has_table("runs"):
-            return
-        with engine.connect() as connection:
-            running = connection.execute(text("SELECT id FROM runs WHERE status = 'running'")).scalars().all()
+        running = []
+        if inspect(engine).has_table("runs"):
+            with engine.connect() as connection:
+                running = connection.execute(text("SELECT id FROM runs WHERE status = 'running'")).scalars().all()
     finally:
         engine.dispose()
     with session_scope(url) as session:
         for run_id in running:
             run_queries.cancel(session, run_id)
+    redis.Redis.from_url(redis_url).flushdb()
 
 
 def run_args(cluster: Cluster, samples: int, turns: int, *extra: str) -> list[str]:

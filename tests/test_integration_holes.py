@@ -14,8 +14,10 @@ from sqlalchemy.orm import Session
 from db import turns as turn_queries
 from db.models import TurnState
 from db.session import session_scope
+from orchestrator.broker_queue import message_turn
 from orchestrator.problems import BUNDLED_DIR
 from orchestrator.settings import to_sqlalchemy_url
+from orchestrator.stages import GENERATE
 from tests.cluster import Cluster, rows, wait_for
 
 pytestmark = pytest.mark.integration
@@ -67,7 +69,8 @@ def test_a_dead_workers_unacked_message_does_not_hide_a_lost_turn(cluster, db, r
     time.sleep(1.5)
     report = cluster.kturn_json("reconcile", "--older-than", "1")
     assert ["generate", turn_id] in report["requeued"]
-    assert client.llen("generate") == 1
+    queued = [message_turn(m) for m in client.lrange("generate", 0, -1)]
+    assert queued.count((GENERATE.task_name, turn_id)) == 1, queued
     cluster.kturn("cancel", str(run_id))
 
 
