@@ -130,7 +130,7 @@ def run(
     outage_hold: Annotated[Optional[float], typer.Option(min=0, help="Seconds a generation waits out an unreachable model server (refused or dropped connections, 5xx) before its turn fails; the turn is held in its worker, so the queue pauses instead of burning (default 1800; 0: a few quick retries).")] = None,
     gamma: Annotated[Optional[float], typer.Option(help="Discount of the return over turns (default 0.4).")] = None,
     early_stop: Annotated[Optional[float], typer.Option(help="End a trajectory once a turn's reward reaches this (default 1.3).")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="Seconds each correctness and timing phase may run.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(min=0.1, help=TIMEOUT_HELP)] = None,
     cuda_arch: Annotated[Optional[str], typer.Option(help="TORCH_CUDA_ARCH_LIST of the GPUs, e.g. '9.0' for H100: CUDA answers are then built ahead on CPU build workers (without it, on the GPU host).")] = None,
     memory_limit_mb: Annotated[Optional[int], typer.Option(min=256, help=f"Memory cap of each evaluation child, MB (default: {MEMORY_DEFAULT_HELP}).")] = None,
     check: Annotated[bool, typer.Option("--check/--no-check", help="Pre-flight every problem's reference on this host first (as `kturn check`); --no-check where this host lacks the device.")] = True,
@@ -161,7 +161,7 @@ def run(
     except (ValidationError, ValueError) as error:
         raise fail(_readable(error)) from None
     if check:
-        loaded, config = preflight_run(loaded, config, memory_limit_mb, skip_bad, quiet=json_output)
+        loaded, config = preflight_run(loaded, config, memory_limit_mb, timeout, skip_bad, quiet=json_output)
     elif memory_limit_mb:
         config.evaluation["memory_limit_mb"] = memory_limit_mb
     try:
@@ -188,6 +188,19 @@ def _memory_default_help() -> str:
 
 
 MEMORY_DEFAULT_HELP = _memory_default_help()
+
+
+def _timeout_help() -> str:
+    from orchestrator.preflight_checks import SLOWDOWN_FACTOR
+    from workers.evaluation import EvalSettings
+
+    default = EvalSettings()
+    return (f"Seconds each batch of calls (and each other request) of an evaluation may run (default: {default.run_timeout_s:g}, "
+            f"raised to {SLOWDOWN_FACTOR:g}x the longest batch a reference took in pre-flight: {default.timing_batch_ms:g} ms, "
+            "or one call where a call takes longer).")
+
+
+TIMEOUT_HELP = _timeout_help()
 
 
 def preflight_table(checked) -> "Table":
@@ -220,10 +233,11 @@ def run_checks(loaded, settings, quiet: bool):
         return check_problems(loaded, replace(settings), get_settings().cache_dir.expanduser(), on_done=lambda _c: progress.advance(bar))
 
 
-def preflight_run(loaded, config, memory_limit_mb: int | None, skip_bad: bool, quiet: bool):
+def preflight_run(loaded, config, memory_limit_mb: int | None, timeout: float | None, skip_bad: bool, quiet: bool):
     """The problems to run and the config to run them with, after pre-flight: refused (exit 2) on a
-    problem that cannot run, unless --skip-bad; the memory cap derived from the host and the peaks."""
-    from orchestrator.preflight_checks import default_memory_limit_mb, memory_limit_for
+    problem that cannot run, unless --skip-bad; the memory cap derived from the host and the peaks,
+    the time limit from the references' forward() times (where not given)."""
+    from orchestrator.preflight_checks import default_memory_limit_mb, memory_limit_for, run_timeout_for
 
     floor = memory_limit_mb or default_memory_limit_mb(config.evaluation["device"])
     config.evaluation["memory_limit_mb"] = floor
@@ -238,6 +252,8 @@ def preflight_run(loaded, config, memory_limit_mb: int | None, skip_bad: bool, q
     if not good:
         raise fail("no problem passed pre-flight")
     config.evaluation["memory_limit_mb"] = memory_limit_mb or memory_limit_for(good, floor)
+    evaluation = config.evaluation
+    evaluation["run_timeout_s"] = timeout or run_timeout_for(good, evaluation["run_timeout_s"], evaluation["timing_batch_ms"])
     return [c.problem for c in good], config
 
 

@@ -1,7 +1,8 @@
 """Pre-flight of a run's problems before the run exists: each reference alone, once, in the sandbox on
 the chosen device (workers/evaluation/preflight.py), in parallel, with the verdicts cached per
 problem source, device fingerprint and limits, so a problem that cannot run is refused before any
-generation is paid for. Also the host-derived memory limit the run's evaluations get.
+generation is paid for. Also the limits the run's evaluations get,
+derived from the host and from what pre-flight measured.
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ MIN_MEMORY_LIMIT_MB = 4096
 # A candidate computes what the reference computes, often with buffers of its own: its cap is this
 # many times the reference's measured peak at least.
 PEAK_FACTOR = 2.0
+# A candidate's batch may take this many times what the reference's takes (a batch lasts about
+# timing_batch_ms, or one call where a call takes longer) before it counts as hung.
+SLOWDOWN_FACTOR = 20.0
 # What a verdict depends on besides the source and the device.
 LIMIT_FIELDS = ("memory_limit_mb", "run_timeout_s", "compile_timeout_s", "cpu_threads", "tmp_mb")
 
@@ -60,6 +64,15 @@ def memory_limit_for(checked: list[CheckedProblem], floor_mb: int) -> int:
     """`floor_mb`, raised to PEAK_FACTOR times the largest peak a reference was measured at."""
     peaks = [c.check.peak_memory_mb for c in checked if c.check.ok and c.check.peak_memory_mb]
     return max(floor_mb, math.ceil(PEAK_FACTOR * max(peaks))) if peaks else floor_mb
+
+
+def run_timeout_for(checked: list[CheckedProblem], floor_s: float, batch_ms: float) -> float:
+    """`floor_s`, raised to SLOWDOWN_FACTOR times the longest batch a reference would take: a
+    problem whose reference takes seconds per call gets a limit that fits it."""
+    calls_ms = [c.check.forward_ms for c in checked if c.check.ok and c.check.forward_ms]
+    if not calls_ms:
+        return floor_s
+    return max(floor_s, math.ceil(SLOWDOWN_FACTOR * max(batch_ms, max(calls_ms)) / 1e3))
 
 
 def cache_key(problem: ProblemSpec, settings: EvalSettings) -> str:

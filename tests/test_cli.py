@@ -146,5 +146,5 @@ def test_run_refuses_a_problem_that_fails_pre_flight_and_skip_bad_runs_the_rest(
 
 
 def test_run_help_shows_the_limits_and_their_host_derived_defaults(tmp_path):
-    shown = " ".join(kturn("run", "--help", cwd=tmp_path, env={"COLUMNS": "200"}).stdout.split())
-    assert "--memory-limit-mb" in shown and "host's RAM" in shown and "--timeout" in shown and "--skip-bad" in shown
+    shown = " ".join(kturn("run", "--help", cwd=tmp_path, env={"COLUMNS": "200"}).stdout.replace("│", " ").split())
+    assert "--memory-limit-mb" in shown and "host's RAM" in shown and "--timeout" in shown and "20x the longest batch a reference took in pre-flight" in shown and "--skip-bad" in shown

@@ -245,6 +245,11 @@ class Session:
             seeds = [secrets.randbits(62) for _ in range(calls)]
             handover = self._make(ref, seeds) if self.settings.device == "cpu" else None
             try:
+                if handover is not None:
+                    # the candidate's timed batch mapped inputs the reference had just mapped and
+                    # used (the first to map fresh pages pays more, and its work leaves the page
+                    # tables cold): the reference's timed batch follows one of its own likewise
+                    reference_step(lambda: self._go(ref, seeds, self.chunk, handover, trusted=True))
                 reference = reference_step(lambda: self._go(ref, seeds, self.chunk, handover, trusted=True))
             finally:
                 if handover is not None:
@@ -359,8 +364,11 @@ class Session:
         # they were when the parent's clock stopped
         hold = not trusted and self.settings.device == "cpu"
         allowance = self._limit(self.settings.compile_timeout_s) if serve else 0.0  # a build on the first call
-        return go(child, seeds, chunk, handover, trusted, self._limit(self.settings.run_timeout_s), serve=serve, hold=hold,
-                  serve_allowance=allowance)
+        batch = go(child, seeds, chunk, handover, trusted, self._limit(self.settings.run_timeout_s), serve=serve, hold=hold,
+                   serve_allowance=allowance)
+        if trusted:  # the reference unmaps its inputs now, not in the next window (the candidate's or its own)
+            child.request({"type": "settle"}, "settled", self._limit(self.settings.run_timeout_s))
+        return batch
 
     def _candidate(self, phase: str, step):
         try:

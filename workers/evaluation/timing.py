@@ -12,7 +12,9 @@ work no candidate can skip — is the credit, taken off both windows. The output
 checksums) is charged to both: a candidate that fused it into its kernel would save at most
 that. The reference's timed batches run alone, after the candidate's process tree is dead, so
 that nothing the candidate left running (threads, queued GPU work) can slow the reference and
-inflate a speedup.
+inflate a speedup. Since the credit is the reference's, both timed batches start from the same
+state (on the CPU: each follows a reference batch on the same inputs, with the reference's
+teardown of them finished).
 """
 from __future__ import annotations
 

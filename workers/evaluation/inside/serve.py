@@ -140,6 +140,11 @@ class Child:
             return b""
         return outputs.batch_checksums(self.flat, chunk).cpu().numpy().astype("<i8").tobytes()
 
+    def settle(self, request: wire.Message) -> None:
+        """Answered only once the last batch's inputs are unmapped (go() has returned), so that
+        the parent's next request to this child does not find it still tearing them down."""
+        self.reply(request, {"type": "settled"})
+
     def store(self, request: wire.Message) -> None:
         fd = request.fds[0]
         try:
@@ -165,7 +170,8 @@ def serve(channel) -> None:
         return
     if child.model is None:
         return
-    handlers = {"make": child.make, "go": child.go, "store": child.store, "finish": child.finish}
+    handlers = {"make": child.make, "go": child.go, "settle": child.settle, "store": child.store,
+                "finish": child.finish}
     while True:
         request = wire.receive(channel)
         try:
