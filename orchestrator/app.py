@@ -15,7 +15,7 @@ from celery import Celery, bootsteps, signals
 from celery.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
-from orchestrator import gpu_pinning  # noqa: F401  (connects its signal: one GPU per pool process)
+from orchestrator import pinning  # noqa: F401  (connects its signals: a GPU and cores of its own per pool process)
 from orchestrator.settings import get_settings
 from orchestrator.stages import STAGES
 

@@ -476,13 +476,22 @@ def test_workspaces_of_dead_owners_are_swept(tmp_path):
 
 
 def test_each_pool_process_of_a_multi_gpu_worker_gets_its_own_gpu(monkeypatch):
-    from orchestrator.gpu_pinning import available_gpus, gpu_for
+    from orchestrator.pinning import available_gpus, gpu_for
     monkeypatch.setenv("KTURN_GPUS", "0,1,2,3")
     gpus = available_gpus()
     assert [gpu_for(i, gpus) for i in range(5)] == ["0", "1", "2", "3", "0"]
     monkeypatch.delenv("KTURN_GPUS")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     assert gpu_for(0, available_gpus()) is None, "one GPU: nothing to choose"
+
+
+def test_each_pool_process_gets_cores_no_other_pool_process_has():
+    from orchestrator.pinning import cores_for
+    cores = [0, 1, 2, 3, 4, 5, 6, 7]
+    shares = [cores_for(i, 4, cores) for i in range(4)]
+    assert shares == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert [cores_for(i, 3, cores) for i in range(3)] == [[0, 1], [2, 3], [4, 5]]  # none shared, two left idle
+    assert [cores_for(i, 3, [4, 5]) for i in range(3)] == [[4], [5], [4]]  # more processes than cores: in turn
 
 
 def test_an_answer_below_the_absolute_tolerance_is_not_correct_when_it_is_wrong_as_a_whole():
