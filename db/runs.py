@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from db import turns as turn_queries
@@ -25,17 +25,30 @@ class NewProblem:
     prompt: list[dict[str, str]] | None = None
 
 
-def upsert_problem(session: Session, problem: NewProblem) -> int:
-    """The row of this name and source; what a later source knows (its key, ids, prompt) is filled in."""
-    row = session.scalar(select(Problem).where(Problem.name == problem.name, Problem.source_hash == problem.source_hash))
-    if row is None:
-        row = Problem(name=problem.name, level=problem.level, source=problem.source, source_hash=problem.source_hash, origin=problem.origin)
-        session.add(row)
-    for column in ("problem_key", "kernelbench_id", "instance_id", "prompt"):
-        if getattr(problem, column) is not None:
-            setattr(row, column, getattr(problem, column))
+# Two bound parameters per key: well inside Postgres's 65,535 per statement.
+KEYS_PER_SELECT = 5000
+
+
+def upsert_problems(session: Session, problems: list[NewProblem]) -> list[int]:
+    """The row of each problem's name and source, in the order given, created where missing; what a
+    later source knows (its key, ids, prompt) is filled in. One SELECT (per 5,000) and one INSERT for them all."""
+    keys = sorted({(p.name, p.source_hash) for p in problems})
+    rows = {}
+    for start in range(0, len(keys), KEYS_PER_SELECT):
+        chunk = keys[start:start + KEYS_PER_SELECT]
+        rows.update({(row.name, row.source_hash): row for row in session.scalars(
+            select(Problem).where(tuple_(Problem.name, Problem.source_hash).in_(chunk)))})
+    for problem in problems:
+        row = rows.get((problem.name, problem.source_hash))
+        if row is None:
+            row = rows[problem.name, problem.source_hash] = Problem(
+                name=problem.name, level=problem.level, source=problem.source, source_hash=problem.source_hash, origin=problem.origin)
+            session.add(row)
+        for column in ("problem_key", "kernelbench_id", "instance_id", "prompt"):
+            if getattr(problem, column) is not None:
+                setattr(row, column, getattr(problem, column))
     session.flush()
-    return row.id
+    return [rows[p.name, p.source_hash].id for p in problems]
 
 
 def create(session: Session, config: dict[str, Any], problems: Iterable[NewProblem], samples: int) -> tuple[int, list[int]]:
@@ -46,7 +59,8 @@ def create(session: Session, config: dict[str, Any], problems: Iterable[NewProbl
     run = Run(config=config, status=RunStatus.running.value)
     session.add(run)
     session.flush()
-    pairs = [(upsert_problem(session, problem), sample_index) for problem in problems for sample_index in range(samples)]
+    problems = list(problems)
+    pairs = [(problem_id, sample_index) for problem_id in upsert_problems(session, problems) for sample_index in range(samples)]
     if not pairs:
         return run.id, []
     trajectory_ids = session.scalars(

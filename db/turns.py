@@ -10,7 +10,7 @@ from functools import lru_cache
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, Interval, String, and_, bindparam, case, func, insert, literal, select, update
+from sqlalchemy import Integer, Interval, String, and_, bindparam, case, func, insert, literal, null, select, update
 from sqlalchemy.orm import Session, aliased
 
 from db.models import (FINAL_TURN_STATES, WAITING_TURN_STATES, WORKING_TURN_STATES, Problem, Run, Trajectory, TrajectoryStatus,
@@ -198,25 +198,26 @@ def _storing(dialect: str, working: TurnState, next_state: TurnState, lease_expi
     )
 
 
-def store_and_add_next(session: Session, claim: Claim, trajectory_id: int, next_index: int, **values: Any) -> tuple[bool, int | None]:
-    """Store an evaluation (the turn done) and add the trajectory's next turn, pending, atomically:
-    (stored, the new turn's id or None when the trajectory no longer runs). The trajectory row is
-    locked before the turn row, as everywhere. On Postgres one statement; elsewhere three, in the
-    caller's transaction."""
+def store_done(session: Session, claim: Claim, trajectory_id: int, next_index: int | None, **values: Any) -> tuple[bool, str | None, int | None]:
+    """Store an evaluation (the turn done), the trajectory row locked before the turn row as
+    everywhere, and with `next_index` add the trajectory's next turn, pending, if it still runs:
+    (stored, the trajectory's status, the new turn's id or None). On Postgres one statement;
+    elsewhere up to three, in the caller's transaction."""
     dialect = session.get_bind().dialect.name
     if dialect != "postgresql":
         status, _run_id = lock_trajectory(session, trajectory_id)
         if not store(session, claim, TurnState.done, **values):
-            return False, None
-        return True, (add_next(session, trajectory_id, next_index) if status == TrajectoryStatus.running.value else None)
+            return False, status, None
+        adding = next_index is not None and status == TrajectoryStatus.running.value
+        return True, status, (add_next(session, trajectory_id, next_index) if adding else None)
     params = {"turn_id": claim.turn_id, "attempt": claim.attempt, "trajectory": trajectory_id, "next_index": next_index,
               **{f"v_{k}": v for k, v in values.items()}}
-    row = session.execute(_storing_and_adding(claim.working, tuple(sorted(values))), params).one()
-    return bool(row.stored), row.next_id
+    row = session.execute(_storing_done(claim.working, tuple(sorted(values)), next_index is not None), params).one()
+    return bool(row.stored), row.status, row.next_id
 
 
 @lru_cache(maxsize=64)
-def _storing_and_adding(working: TurnState, columns: tuple[str, ...]):
+def _storing_done(working: TurnState, columns: tuple[str, ...], adding: bool):
     # The lock is a CTE read by the update's condition, so it is taken before the turn row is.
     # (no parameter is named after a column: in an UPDATE that would add it to the SET clause)
     locked = select(Trajectory.status).where(Trajectory.id == bindparam("trajectory")).with_for_update().cte("locked")
@@ -229,20 +230,23 @@ def _storing_and_adding(working: TurnState, columns: tuple[str, ...]):
         .returning(Turn.id)
         .cte("stored")
     )
-    added = (
-        insert(Turn)
-        .from_select(
-            ["trajectory_id", "turn_index", "state", "attempts", "stage_attempts", "created_at", "updated_at"],
-            select(bindparam("trajectory", type_=Integer()), bindparam("next_index", type_=Integer()), literal(TurnState.pending.value),
-                   literal(0), literal(0), func.now(), func.now())
-            .select_from(stored)
-            .where(status == TrajectoryStatus.running.value),
+    next_id = null()
+    if adding:
+        added = (
+            insert(Turn)
+            .from_select(
+                ["trajectory_id", "turn_index", "state", "attempts", "stage_attempts", "created_at", "updated_at"],
+                select(bindparam("trajectory", type_=Integer()), bindparam("next_index", type_=Integer()), literal(TurnState.pending.value),
+                       literal(0), literal(0), func.now(), func.now())
+                .select_from(stored)
+                .where(status == TrajectoryStatus.running.value),
+            )
+            .returning(Turn.id)
+            .cte("added")
         )
-        .returning(Turn.id)
-        .cte("added")
-    )
-    return select(select(func.count()).select_from(stored).scalar_subquery().label("stored"),
-                  select(added.c.id).scalar_subquery().label("next_id"))
+        next_id = select(added.c.id).scalar_subquery()
+    return select(select(func.count()).select_from(stored).scalar_subquery().label("stored"), status.label("status"),
+                  next_id.label("next_id"))
 
 
 def add_next(session: Session, trajectory_id: int, turn_index: int) -> int:
@@ -267,22 +271,30 @@ def add_first_turns(session: Session, trajectory_ids: list[int]) -> list[int]:
 def finish_trajectory(session: Session, trajectory_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> bool:
     """End a running trajectory; `returns` maps turn index → discounted return (of the scored turns
     only, for a failed one: it has no return of its own). False when it had already ended
-    (cancelled meanwhile, say). Its row is updated (so locked) before any of its turns."""
+    (cancelled meanwhile, say). Its row is updated (so locked) before any of its turns; on Postgres
+    both in one statement."""
     own_return = returns[0] if returns and status is TrajectoryStatus.completed else None
-    ended = session.execute(
+    ended = (
         update(Trajectory)
         .where(Trajectory.id == trajectory_id, Trajectory.status == TrajectoryStatus.running.value)
         .values(status=status.value, finished_at=clock(session), return_=own_return)
     )
-    if ended.rowcount != 1:
+    if not returns:
+        return session.execute(ended).rowcount == 1
+    if session.get_bind().dialect.name == "postgresql":
+        ended = ended.returning(Trajectory.id).cte("ended")  # read by the turns' update: locked first
+        returned = _setting_returns(returns, Turn.trajectory_id.in_(select(ended.c.id))).returning(Turn.id).cte("returned")
+        counts = select(select(func.count()).select_from(ended).scalar_subquery(),
+                        select(func.count()).select_from(returned).scalar_subquery())
+        return session.execute(counts).first()[0] == 1
+    if session.execute(ended).rowcount != 1:
         return False
-    if returns:
-        session.execute(
-            update(Turn)
-            .where(Turn.trajectory_id == trajectory_id, Turn.turn_index.in_(list(returns)))
-            .values(return_=case(returns, value=Turn.turn_index))
-        )
+    session.execute(_setting_returns(returns, Turn.trajectory_id == trajectory_id))
     return True
+
+
+def _setting_returns(returns: dict[int, float], of_trajectory):
+    return update(Turn).where(of_trajectory, Turn.turn_index.in_(list(returns))).values(return_=case(returns, value=Turn.turn_index))
 
 
 def rewards_and_config(session: Session, trajectory_id: int) -> tuple[list[tuple[str, float | None]], dict[str, Any]]:

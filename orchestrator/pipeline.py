@@ -161,12 +161,18 @@ def _store(url: str, stage: Stage, claim: turn_queries.Claim, context: TurnConte
         with statement_scope(url) as session:  # a single statement: no transaction around it
             stored = turn_queries.store(session, claim, stage.done, **done)
         return [(NEXT_STAGE[stage.name], claim.turn_id)] if stored else _dropped(claim, stage)
-    if outcome.failure is None and stage is EVALUATE and outcome.also_store is None and _continues(context, outcome.reward or 0.0):
-        with statement_scope(url) as session:
-            stored, next_turn = turn_queries.store_and_add_next(session, claim, context.trajectory_id, context.turn_index + 1, **done)
-        if not stored:
-            return _dropped(claim, stage)
-        return [] if next_turn is None else [(GENERATE, next_turn)]  # None: cancelled meanwhile, nothing follows
+    if outcome.failure is None and stage is EVALUATE and outcome.also_store is None:
+        if _continues(context, outcome.reward or 0.0):
+            with statement_scope(url) as session:
+                stored, _status, next_turn = turn_queries.store_done(session, claim, context.trajectory_id, context.turn_index + 1, **done)
+            if not stored:
+                return _dropped(claim, stage)
+            return [] if next_turn is None else [(GENERATE, next_turn)]  # None: cancelled meanwhile, nothing follows
+        with session_scope(url) as session:  # the last turn: the trajectory ends in the same transaction
+            stored, status, _next_turn = turn_queries.store_done(session, claim, context.trajectory_id, None, **done)
+            if not stored:
+                return _dropped(claim, stage)
+            return _advance(session, context, outcome.reward or 0.0) if status == TrajectoryStatus.running.value else []
     with session_scope(url) as session:
         status, _run_id = turn_queries.lock_trajectory(session, context.trajectory_id)  # before the turn row: see lock_trajectory
         if outcome.failure is not None:
