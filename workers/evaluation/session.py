@@ -366,7 +366,7 @@ class Session:
         allowance = self._limit(self.settings.compile_timeout_s) if serve else 0.0  # a build on the first call
         batch = go(child, seeds, chunk, handover, trusted, self._limit(self.settings.run_timeout_s), serve=serve, hold=hold,
                    serve_allowance=allowance)
-        if trusted:  # the reference unmaps its inputs now, not in the next window (the candidate's or its own)
+        if trusted and handover is not None:  # it unmaps the inputs now, not in the next window (the candidate's or its own)
             child.request({"type": "settle"}, "settled", self._limit(self.settings.run_timeout_s))
         return batch
 
