@@ -180,7 +180,7 @@ def run(
 
 
 def _memory_default_help() -> str:
-    from orchestrator.preflight_checks import MIN_MEMORY_LIMIT_MB, PEAK_FACTOR, host_memory_mb
+    from orchestrator.limits import MIN_MEMORY_LIMIT_MB, PEAK_FACTOR, host_memory_mb
 
     cpu_share = max(MIN_MEMORY_LIMIT_MB, host_memory_mb() // (2 * (os.cpu_count() or 1)))
     return (f"the host's RAM shared by the evaluations it runs at once, two children each (one per GPU on cuda, one per core on cpu: "
@@ -191,7 +191,7 @@ MEMORY_DEFAULT_HELP = _memory_default_help()
 
 
 def _timeout_help() -> str:
-    from orchestrator.preflight_checks import SLOWDOWN_FACTOR
+    from orchestrator.limits import SLOWDOWN_FACTOR
     from workers.evaluation import EvalSettings
 
     default = EvalSettings()
@@ -237,7 +237,7 @@ def preflight_run(loaded, config, memory_limit_mb: int | None, timeout: float | 
     """The problems to run and the config to run them with, after pre-flight: refused (exit 2) on a
     problem that cannot run, unless --skip-bad; the memory cap derived from the host and the peaks,
     the time limit from the references' forward() times (where not given)."""
-    from orchestrator.preflight_checks import default_memory_limit_mb, memory_limit_for, run_timeout_for
+    from orchestrator.limits import default_memory_limit_mb, memory_limit_for, run_timeout_for
 
     floor = memory_limit_mb or default_memory_limit_mb(config.evaluation["device"])
     config.evaluation["memory_limit_mb"] = floor
@@ -401,7 +401,7 @@ def check_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Pre-flight: run each problem's reference once in the sandbox (in parallel, cached) and say which can run. Exit 1 if any cannot."""
-    from orchestrator.preflight_checks import default_memory_limit_mb
+    from orchestrator.limits import default_memory_limit_mb
     from workers.evaluation import EvalSettings
 
     try:

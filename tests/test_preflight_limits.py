@@ -1,7 +1,8 @@
-"""The limits a run's evaluations get from what pre-flight measured (orchestrator/preflight_checks.py)."""
+"""The limits a run's evaluations get from what pre-flight measured (orchestrator/limits.py)."""
 from __future__ import annotations
 
-from orchestrator.preflight_checks import CheckedProblem, memory_limit_for, run_timeout_for
+from orchestrator.limits import memory_limit_for, run_timeout_for
+from orchestrator.preflight_checks import CheckedProblem
 from orchestrator.problems import ProblemSpec
 from workers.evaluation.preflight import ProblemCheck
 
