@@ -80,6 +80,19 @@ def test_a_cancelled_trajectory_is_not_ended_again(url, turn_id):
     with session_scope(url) as session:
         assert not turn_queries.finish_trajectory(session, trajectory_id, TrajectoryStatus.completed, {0: 1.0})
         assert turn_queries.lock_trajectory(session, trajectory_id).status == "cancelled"
+    with session_scope(url) as session:
+        assert session.scalar(select(Turn.return_).where(Turn.id == turn_id)) is None  # the returns came with an end that did not happen
+
+
+def test_a_completed_trajectory_ends_with_its_turns_returns(url, turn_id):
+    from db.models import Trajectory, TrajectoryStatus
+
+    with session_scope(url) as session:
+        trajectory_id = session.scalar(select(Turn.trajectory_id).where(Turn.id == turn_id))
+        assert turn_queries.finish_trajectory(session, trajectory_id, TrajectoryStatus.completed, {0: 0.75})
+    with session_scope(url) as session:
+        assert session.scalar(select(Turn.return_).where(Turn.id == turn_id)) == 0.75
+        assert session.execute(select(Trajectory.status, Trajectory.return_).where(Trajectory.id == trajectory_id)).one() == ("completed", 0.75)
 
 
 def test_baseline_put_twice_keeps_the_latest(url):
@@ -90,3 +103,24 @@ def test_baseline_put_twice_keeps_the_latest(url):
             baselines.put(session, "f" * 64, "device", median, 0.1, 20, {"device": "cpu"})
     with session_scope(url) as session:
         assert baselines.get(session, "f" * 64, "device").median_ms == 1.5
+
+
+def test_runs_share_a_problem_row_and_a_later_source_fills_in_what_it_knows(url):
+    from dataclasses import replace
+
+    from db.models import Problem, Trajectory
+
+    known, other = replace(PROBLEM, name="2_Known", source_hash="1" * 64), replace(PROBLEM, name="3_Other", source_hash="2" * 64)
+    with session_scope(url) as session:
+        first, _ = run_queries.create(session, {"test": True}, [other, known], samples=2)
+    with session_scope(url) as session:  # the same problem again, from a source that knows its key
+        second, _ = run_queries.create(session, {"test": True}, [replace(known, problem_key="level1/2", kernelbench_id=2)], samples=1)
+    with session_scope(url) as session:
+        trajectories = session.execute(
+            select(Trajectory.run_id, Trajectory.sample_index, Problem.id, Problem.name, Problem.problem_key)
+            .join(Problem, Problem.id == Trajectory.problem_id).where(Trajectory.run_id.in_([first, second])).order_by(Trajectory.id)
+        ).all()
+    assert [(t.run_id, t.name, t.sample_index) for t in trajectories] == [
+        (first, "3_Other", 0), (first, "3_Other", 1), (first, "2_Known", 0), (first, "2_Known", 1), (second, "2_Known", 0)]
+    assert len({t.id for t in trajectories if t.name == "2_Known"}) == 1  # one row, shared
+    assert {t.problem_key for t in trajectories if t.name == "2_Known"} == {"level1/2"}
