@@ -284,6 +284,7 @@ def finish_trajectory(session: Session, trajectory_id: int, status: TrajectorySt
     if session.get_bind().dialect.name == "postgresql":
         ended = ended.returning(Trajectory.id).cte("ended")  # read by the turns' update: locked first
         returned = _setting_returns(returns, Turn.trajectory_id.in_(select(ended.c.id))).returning(Turn.id).cte("returned")
+        # the turns' count is read only so that the statement includes their update
         counts = select(select(func.count()).select_from(ended).scalar_subquery(),
                         select(func.count()).select_from(returned).scalar_subquery())
         return session.execute(counts).first()[0] == 1

@@ -180,9 +180,9 @@ def run(
 
 
 def _memory_default_help() -> str:
-    from orchestrator.limits import MIN_MEMORY_LIMIT_MB, PEAK_FACTOR, host_memory_mb
+    from orchestrator.limits import MIN_MEMORY_LIMIT_MB, PEAK_FACTOR, default_memory_limit_mb
 
-    cpu_share = max(MIN_MEMORY_LIMIT_MB, host_memory_mb() // (2 * (os.cpu_count() or 1)))
+    cpu_share = default_memory_limit_mb("cpu")
     return (f"the host's RAM shared by the evaluations it runs at once, two children each (one per GPU on cuda, one per core on cpu: "
             f"{cpu_share} MB here on cpu), at least {MIN_MEMORY_LIMIT_MB} MB, raised to {PEAK_FACTOR:g}x the largest reference's pre-flight peak")
 

@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import text
@@ -190,15 +191,25 @@ def _group_gone(process: subprocess.Popen, within_s: float) -> bool:
 
 def _live_members(group: int) -> list[int]:
     """Pids of the group's processes that still run (zombies, which can publish nothing, left out)."""
-    members = []
+    return [p.pid for p in processes() if p.group == group and p.state != "Z"]
+
+
+@dataclass(frozen=True)
+class ProcessStat:
+    pid: int
+    state: str
+    parent: int
+    group: int
+
+
+def processes() -> Iterator[ProcessStat]:
+    """Every process on the host, from /proc/<pid>/stat (those that exit while it reads are skipped)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            state, _, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
+            state, parent, group = stat.read_text().rpartition(")")[2].split()[:3]
         except (OSError, ValueError):
             continue
-        if int(pgrp) == group and state != "Z":
-            members.append(int(stat.parent.name))
-    return members
+        yield ProcessStat(int(stat.parent.name), state, int(parent), int(group))
 
 
 def _forget_earlier_clusters(database_url: str, redis_url: str) -> None:

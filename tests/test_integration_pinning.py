@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from orchestrator.pinning import cores_for
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, processes, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if parent == pid:
-            found.append(int(stat.parent.name))
-    return found
+    return [p.pid for p in processes() if p.parent == pid]
 
 
 def affinities(pids: list[int]) -> list[list[int]]:
