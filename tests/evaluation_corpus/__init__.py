@@ -149,10 +149,11 @@ CASES: list[Case] = [
     # attacks per root cause of the red team's report, run past the static filter
     _attack("a1_garbage_when_batched", "incorrect"),            # timed calls told apart by count
     # work moved out of forward() ..., or into the harness's own step, fused: its reach into the
-    # harness is flagged statically, and run anyway its outputs are wrong when they are read
-    _attack("a1_work_after_forward", "incorrect", flags=("harness_tampering",), error_contains=("differs from the reference",)),
+    # harness is flagged statically, and run anyway its outputs are wrong when they are read: uninitialised
+    # memory, so the mismatch may read as differing values, NaN or infinities
+    _attack("a1_work_after_forward", "incorrect", flags=("harness_tampering",), error_contains=("output 0", "call 0")),
     _attack("a1_work_moved_into_harness_code", "incorrect", flags=("harness_tampering",),
-            error_contains=("differs from the reference",)),
+            error_contains=("output 0", "call 0")),
     _attack("a1_garbage_by_rhythm", "incorrect"),               # ... by how fast calls come
     _attack("a2_precompute_from_memory", "incorrect"),          # future inputs found in memory
     _attack("a2_rewrite_future_inputs", "incorrect"),           # future inputs rewritten
