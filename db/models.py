@@ -229,3 +229,20 @@ class Baseline(Base):
     trials: Mapped[int]
     fingerprint: Mapped[dict[str, Any]]
     measured_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PreflightRequest(Base):
+    """A problem's pre-flight asked of the evaluate workers, where the run's device is: the CLI
+    writes the request, a worker its verdict; the CLI deletes both once it has read them."""
+
+    __tablename__ = "preflight_requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    source_hash: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]]  # the evaluation settings it runs under
+    derive_memory_limit: Mapped[bool] = mapped_column(Boolean)  # the worker's host decides the memory cap
+    verdict: Mapped[dict[str, Any] | None]
+    worker: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    answered_at: Mapped[datetime | None]

@@ -17,7 +17,7 @@ from kombu import Exchange, Queue
 
 from orchestrator import pinning  # noqa: F401  (connects its signals: a GPU and cores of its own per pool process)
 from orchestrator.settings import get_settings
-from orchestrator.stages import STAGES
+from orchestrator.stages import EVALUATE, PREFLIGHT_TASK, STAGES
 
 TASK_MODULES = ["workers.generation.tasks", "workers.cleaning.tasks", "workers.building.tasks", "workers.evaluation.tasks"]
 
@@ -29,7 +29,7 @@ def create_app() -> Celery:
     celery = Celery("kturn", broker=settings.broker_url, include=TASK_MODULES)
     celery.conf.update(
         task_queues=[Queue(stage.queue, Exchange(stage.queue), routing_key=stage.queue) for stage in STAGES],
-        task_routes={stage.task_name: {"queue": stage.queue} for stage in STAGES},
+        task_routes={**{stage.task_name: {"queue": stage.queue} for stage in STAGES}, PREFLIGHT_TASK: {"queue": EVALUATE.queue}},
         task_default_queue=STAGES[0].queue,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

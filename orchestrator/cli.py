@@ -40,6 +40,16 @@ class Device(str, Enum):
     cpu = "cpu"
 
 
+class CheckOn(str, Enum):
+    auto = "auto"
+    here = "here"
+    workers = "workers"
+
+
+CHECK_ON_HELP = ("Where pre-flight runs: on this host, or on the evaluate workers as tasks on their queue (a cluster only); "
+                 "auto: on the workers when the device is cuda and this host has no CUDA GPU, else here.")
+
+
 class FirstPrompt(str, Enum):
     kturn = "kturn"
     dataset = "dataset"
@@ -133,7 +143,8 @@ def run(
     timeout: Annotated[Optional[float], typer.Option(min=0.1, help=TIMEOUT_HELP)] = None,
     cuda_arch: Annotated[Optional[str], typer.Option(help="TORCH_CUDA_ARCH_LIST of the GPUs, e.g. '9.0' for H100: CUDA answers are then built ahead on CPU build workers (without it, on the GPU host).")] = None,
     memory_limit_mb: Annotated[Optional[int], typer.Option(min=256, help=f"Memory cap of each evaluation child, MB (default: {MEMORY_DEFAULT_HELP}).")] = None,
-    check: Annotated[bool, typer.Option("--check/--no-check", help="Pre-flight every problem's reference on this host first (as `kturn check`); --no-check where this host lacks the device.")] = True,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Pre-flight every problem's reference first (as `kturn check`).")] = True,
+    check_on: Annotated[CheckOn, typer.Option(help=CHECK_ON_HELP)] = CheckOn.auto,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Run the problems that pass pre-flight and leave out the others (default: refuse the run).")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress and return when the run ends.")] = False,
     json_output: JsonFlag = False,
@@ -161,7 +172,7 @@ def run(
     except (ValidationError, ValueError) as error:
         raise fail(_readable(error)) from None
     if check:
-        loaded, config = preflight_run(loaded, config, memory_limit_mb, timeout, skip_bad, quiet=json_output)
+        loaded, config = preflight_run(loaded, config, check_on, memory_limit_mb, timeout, skip_bad, quiet=json_output)
     elif memory_limit_mb:
         config.evaluation["memory_limit_mb"] = memory_limit_mb
     try:
@@ -206,42 +217,66 @@ TIMEOUT_HELP = _timeout_help()
 def preflight_table(checked) -> "Table":
     from rich.table import Table
 
+    from orchestrator.preflight_checks import HERE
+
     table = Table(title="pre-flight", title_justify="left")
     table.add_column("problem", overflow="fold", ratio=2)
     table.add_column("ok", no_wrap=True)
     table.add_column("forward ms", justify="right", no_wrap=True)
     table.add_column("peak MB", justify="right", no_wrap=True)
     table.add_column("reason", overflow="fold", ratio=3)
+    on_workers = any(c.where != HERE for c in checked)
+    if on_workers:
+        table.add_column("worker", overflow="fold")
     for c in checked:
         reason = "" if c.check.ok else f"{c.problem.origin}: {c.check.error.splitlines()[0]}" + (" (transient: try again)" if c.check.transient else "")
         table.add_row(c.problem.key, "[green]yes[/]" if c.check.ok else "[bold red]no[/]", "-" if c.check.forward_ms is None else f"{c.check.forward_ms:.3g}",
-                      "-" if c.check.peak_memory_mb is None else f"{c.check.peak_memory_mb:,.0f}", reason)
+                      "-" if c.check.peak_memory_mb is None else f"{c.check.peak_memory_mb:,.0f}", reason, *([c.where] if on_workers else []))
     return table
 
 
-def run_checks(loaded, settings, quiet: bool):
-    """Pre-flight with a progress bar on stderr; the device must be on this host."""
+def checks_on_workers(on: CheckOn, device: str) -> bool:
+    """Whether pre-flight goes to the evaluate workers; refused where it cannot run where asked."""
+    embedded = get_settings().embedded
+    if on is CheckOn.auto:
+        on = CheckOn.workers if device == "cuda" and not embedded and not _cuda_available() else CheckOn.here
+    if on is CheckOn.workers and embedded:
+        raise fail("--check-on workers needs a cluster (DATABASE_URL and REDIS_URL): the embedded default has no workers to ask")
+    if on is CheckOn.here and device == "cuda" and not _cuda_available():
+        raise fail("pre-flight here runs each reference on the chosen device, and torch sees no CUDA GPU on this host: on a cluster, "
+                   "the evaluate workers can run it (kturn run --check-on workers, kturn check --on workers); kturn run also takes --no-check")
+    return on is CheckOn.workers
+
+
+def run_checks(loaded, settings, on: CheckOn, memory_limit_mb: int | None, quiet: bool):
+    """Pre-flight with a progress bar on stderr, here or on the evaluate workers, under
+    `memory_limit_mb` or else the cap the running host gives an evaluation child."""
     from dataclasses import replace
 
-    from orchestrator.preflight_checks import check_problems
+    from orchestrator.limits import default_memory_limit_mb
+    from orchestrator.preflight_checks import PreflightUnavailable, check_on_workers, check_problems
 
-    if settings.device == "cuda" and not _cuda_available():
-        raise fail("pre-flight runs each reference on the chosen device on this host, and torch sees no CUDA GPU here: "
-                   "run from a GPU host, or pass --no-check")
+    on_workers = checks_on_workers(on, settings.device)
     with Progress(TextColumn("pre-flight"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=errors, disable=quiet) as progress:
         bar = progress.add_task("pre-flight", total=len(loaded))
-        return check_problems(loaded, replace(settings), get_settings().cache_dir.expanduser(), on_done=lambda _c: progress.advance(bar))
+        advance = lambda _c: progress.advance(bar)  # noqa: E731
+        if not on_workers:
+            here = replace(settings, memory_limit_mb=memory_limit_mb or default_memory_limit_mb(settings.device))
+            return check_problems(loaded, here, get_settings().cache_dir.expanduser(), on_done=advance)
+        try:
+            return check_on_workers(loaded, replace(settings, memory_limit_mb=memory_limit_mb or settings.memory_limit_mb),
+                                    memory_limit_mb is None, database_url(), on_done=advance)
+        except PreflightUnavailable as error:
+            raise fail(str(error)) from None
 
 
-def preflight_run(loaded, config, memory_limit_mb: int | None, timeout: float | None, skip_bad: bool, quiet: bool):
+def preflight_run(loaded, config, on: CheckOn, memory_limit_mb: int | None, timeout: float | None, skip_bad: bool, quiet: bool):
     """The problems to run and the config to run them with, after pre-flight: refused (exit 2) on a
-    problem that cannot run, unless --skip-bad; the memory cap derived from the host and the peaks,
-    the time limit from the references' forward() times (where not given)."""
-    from orchestrator.limits import default_memory_limit_mb, memory_limit_for, run_timeout_for
+    problem that cannot run, unless --skip-bad; the memory cap derived from the checking host and
+    the peaks, the time limit from the references' forward() times (where not given)."""
+    from orchestrator.limits import memory_limit_for, run_timeout_for
 
-    floor = memory_limit_mb or default_memory_limit_mb(config.evaluation["device"])
-    config.evaluation["memory_limit_mb"] = floor
-    checked = run_checks(loaded, config.evaluation_settings(), quiet)
+    checked = run_checks(loaded, config.evaluation_settings(), on, memory_limit_mb, quiet)
     bad = [c for c in checked if not c.check.ok]
     for c in bad:
         errors.print(f"[bold red]{'skipped' if skip_bad else 'cannot run'}:[/] {c.problem.origin}: {c.check.error.splitlines()[0]}", highlight=False, soft_wrap=True)
@@ -251,7 +286,8 @@ def preflight_run(loaded, config, memory_limit_mb: int | None, timeout: float | 
     good = [c for c in checked if c.check.ok]
     if not good:
         raise fail("no problem passed pre-flight")
-    config.evaluation["memory_limit_mb"] = memory_limit_mb or memory_limit_for(good, floor)
+    host_share = min(c.memory_limit_mb for c in checked)  # the smallest host's, where workers differ
+    config.evaluation["memory_limit_mb"] = memory_limit_mb or memory_limit_for(good, host_share)
     evaluation = config.evaluation
     evaluation["run_timeout_s"] = timeout or run_timeout_for(good, evaluation["run_timeout_s"], evaluation["timing_batch_ms"])
     return [c.problem for c in good], config
@@ -393,7 +429,8 @@ def status(run_id: Annotated[int, typer.Argument(metavar="RUN")], json_output: J
 @app.command("check")
 def check_command(
     problems: Annotated[list[Path], typer.Argument(help="KernelBench directories, slime JSONL files, or problem files.")],
-    device: Annotated[Device, typer.Option(help="Where the references run (this host).")] = Device.cpu,
+    device: Annotated[Device, typer.Option(help="The device the references run on.")] = Device.cpu,
+    on: Annotated[CheckOn, typer.Option(help=CHECK_ON_HELP)] = CheckOn.auto,
     level: Annotated[Optional[list[int]], typer.Option(help="Only these KernelBench levels (repeatable).")] = None,
     ids: Annotated[Optional[list[int]], typer.Option("--id", help="Only these problem ids (repeatable).")] = None,
     memory_limit_mb: Annotated[Optional[int], typer.Option(min=256, help="Memory cap of the reference's process, MB (default: as kturn run's).")] = None,
@@ -401,18 +438,16 @@ def check_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Pre-flight: run each problem's reference once in the sandbox (in parallel, cached) and say which can run. Exit 1 if any cannot."""
-    from orchestrator.limits import default_memory_limit_mb
     from workers.evaluation import EvalSettings
 
     try:
         loaded = load_problems(problems, level or (), ids or ())
     except ProblemError as error:
         raise fail(str(error)) from None
-    settings = EvalSettings(backend="cuda" if device is Device.cuda else "cpp", device=device.value,
-                            memory_limit_mb=memory_limit_mb or default_memory_limit_mb(device.value), **({"run_timeout_s": timeout} if timeout else {}))
-    checked = run_checks(loaded, settings, quiet=json_output)
+    settings = EvalSettings(backend="cuda" if device is Device.cuda else "cpp", device=device.value, **({"run_timeout_s": timeout} if timeout else {}))
+    checked = run_checks(loaded, settings, on, memory_limit_mb, quiet=json_output)
     if json_output:
-        print_json({"memory_limit_mb": settings.memory_limit_mb, "problems": [c.row() for c in checked]})
+        print_json({"memory_limit_mb": min(c.memory_limit_mb for c in checked), "problems": [c.row() for c in checked]})
     else:
         console.print(preflight_table(checked))
     if not all(c.check.ok for c in checked):

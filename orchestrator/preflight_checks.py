@@ -1,20 +1,23 @@
 """Pre-flight of a run's problems before the run exists: each reference alone, once, in the sandbox on
 the chosen device (workers/evaluation/preflight.py), in parallel, with the verdicts cached per
 problem source, device fingerprint and limits, so a problem that cannot run is refused before any
-generation is paid for. The limits derived from what it measured are in
-orchestrator/limits.py.
+generation is paid for. It runs here, or, where the device is on the evaluate workers' hosts and
+not on this one, as tasks on their queue with the verdicts coming back through the database. The
+limits derived from what it measured are in orchestrator/limits.py.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from orchestrator.limits import parallel_evaluations
+from orchestrator.limits import default_memory_limit_mb, parallel_evaluations
 from orchestrator.problems import ProblemSpec
 from workers.evaluation import EvalSettings
 from workers.evaluation.fingerprint import device_fingerprint, fingerprint_key
@@ -22,6 +25,12 @@ from workers.evaluation.preflight import ProblemCheck, preflight
 
 # What a verdict depends on besides the source and the device.
 LIMIT_FIELDS = ("memory_limit_mb", "run_timeout_s", "compile_timeout_s", "cpu_threads", "tmp_mb")
+HERE = "here"
+POLL_S = 0.5
+
+
+class PreflightUnavailable(RuntimeError):
+    """The evaluate workers cannot be asked, or stopped answering."""
 
 
 @dataclass(frozen=True)
@@ -29,13 +38,16 @@ class CheckedProblem:
     problem: ProblemSpec
     check: ProblemCheck
     cached: bool
+    memory_limit_mb: int  # the cap it ran under
+    where: str = HERE     # or the name of the worker that ran it
 
     def row(self) -> dict:
-        return {"problem": self.problem.key, "origin": self.problem.origin, **asdict(self.check), "cached": self.cached}
+        return {"problem": self.problem.key, "origin": self.problem.origin, **asdict(self.check), "cached": self.cached,
+                "memory_limit_mb": self.memory_limit_mb, "where": self.where}
 
 
-def cache_key(problem: ProblemSpec, settings: EvalSettings) -> str:
-    material = {"source": problem.source_hash, "device": settings.device, "fingerprint": fingerprint_key(device_fingerprint(settings.device)),
+def cache_key(source_hash: str, settings: EvalSettings) -> str:
+    material = {"source": source_hash, "device": settings.device, "fingerprint": fingerprint_key(device_fingerprint(settings.device)),
                 **{name: getattr(settings, name) for name in LIMIT_FIELDS}}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -54,19 +66,26 @@ def _store(path: Path, check: ProblemCheck) -> None:
     os.replace(partial, path)
 
 
+def check_source(source: str, source_hash: str, settings: EvalSettings, cache_dir: Path) -> tuple[ProblemCheck, bool]:
+    """One reference's verdict on this host, and whether it came from the cache. Verdicts that
+    would not change on another try (a pass, a missing module, a memory cap) are cached; a
+    transient fault is not."""
+    path = cache_dir / "preflight" / f"{cache_key(source_hash, settings)}.json"
+    found = _cached(path)
+    if found is not None:
+        return found, True
+    check = preflight(source, settings)
+    if not check.transient:
+        _store(path, check)
+    return check, False
+
+
 def check_problems(problems: list[ProblemSpec], settings: EvalSettings, cache_dir: Path,
                    on_done: Callable[[CheckedProblem], None] = lambda _c: None) -> list[CheckedProblem]:
-    """Every problem's pre-flight verdict, in the order given. Verdicts that would not change on
-    another try (a pass, a missing module, a memory cap) are cached; a transient fault is not."""
+    """Every problem's pre-flight verdict on this host, in the order given."""
     def one(problem: ProblemSpec) -> CheckedProblem:
-        path = cache_dir / "preflight" / f"{cache_key(problem, settings)}.json"
-        found = _cached(path)
-        if found is not None:
-            checked = CheckedProblem(problem, found, cached=True)
-        else:
-            checked = CheckedProblem(problem, preflight(problem.source, settings), cached=False)
-            if not checked.check.transient:
-                _store(path, checked.check)
+        check, cached = check_source(problem.source, problem.source_hash, settings, cache_dir)
+        checked = CheckedProblem(problem, check, cached, settings.memory_limit_mb)
         on_done(checked)
         return checked
 
@@ -74,3 +93,84 @@ def check_problems(problems: list[ProblemSpec], settings: EvalSettings, cache_di
     # wait on them, so threads give as many processes at once as the host runs evaluations.
     with ThreadPoolExecutor(max_workers=max(1, min(len(problems), parallel_evaluations(settings.device)))) as pool:
         return list(pool.map(one, problems))
+
+
+def check_for_worker(request_settings: dict, derive_memory_limit: bool, source: str, source_hash: str, cache_dir: Path) -> dict:
+    """What an evaluate worker answers a pre-flight request with: the verdict on its host, under
+    the memory cap its host gives an evaluation child where the request leaves that to it."""
+    settings = EvalSettings(**request_settings)
+    if derive_memory_limit:
+        settings = replace(settings, memory_limit_mb=default_memory_limit_mb(settings.device))
+    try:
+        check, cached = check_source(source, source_hash, settings, cache_dir)
+    except Exception as error:  # the harness itself failed here: say so, and let the CLI stop waiting
+        check, cached = ProblemCheck(ok=False, error=f"the pre-flight harness failed: {error!r}", transient=True), False
+    return {"check": check.as_dict(), "cached": cached, "memory_limit_mb": settings.memory_limit_mb}
+
+
+def check_on_workers(problems: list[ProblemSpec], settings: EvalSettings, derive_memory_limit: bool, database_url: str,
+                     on_done: Callable[[CheckedProblem], None] = lambda _c: None) -> list[CheckedProblem]:
+    """Every problem's pre-flight verdict from the evaluate workers, in the order given: each
+    request is a row, its message carries only the row's id, and the worker writes the verdict
+    into the row. The rows are deleted once read (or given up on)."""
+    from db import preflight as requests
+    from db.session import session_scope
+
+    _need_evaluate_workers()
+    ids = {str(uuid.uuid4()): problem for problem in problems}
+    with session_scope(database_url) as session:
+        requests.ask(session, [{"id": request_id, "source": p.source, "source_hash": p.source_hash, "settings": asdict(settings),
+                                "derive_memory_limit": derive_memory_limit} for request_id, p in ids.items()])
+    try:
+        _enqueue(ids)
+        return _collect(ids, database_url, _patience_s(settings), on_done)
+    finally:
+        with session_scope(database_url) as session:
+            requests.forget(session, ids)
+
+
+def _need_evaluate_workers() -> None:
+    from orchestrator.app import app
+    from orchestrator.stages import EVALUATE
+
+    answers = app.control.inspect(timeout=2.0).active_queues() or {}
+    if not any(queue["name"] == EVALUATE.queue for queues in answers.values() for queue in queues):
+        raise PreflightUnavailable(f"pre-flight on the evaluate workers needs one running, and no worker consuming the "
+                                   f"`{EVALUATE.queue}` queue answered: start them first (kturn run also takes --no-check)")
+
+
+def _enqueue(ids: dict[str, ProblemSpec]) -> None:
+    from orchestrator.app import app
+    from orchestrator.stages import PREFLIGHT_TASK
+
+    with app.producer_or_acquire() as producer:
+        for request_id in ids:
+            app.send_task(PREFLIGHT_TASK, args=[request_id], producer=producer)
+
+
+def _patience_s(settings: EvalSettings) -> float:
+    """How long to wait for the next verdict: a busy worker finishes its evaluation first."""
+    return settings.evaluation_timeout_s + settings.compile_timeout_s + 2 * settings.run_timeout_s
+
+
+def _collect(ids: dict[str, ProblemSpec], database_url: str, patience_s: float,
+             on_done: Callable[[CheckedProblem], None]) -> list[CheckedProblem]:
+    from db import preflight as requests
+    from db.session import session_scope
+
+    done: dict[str, CheckedProblem] = {}
+    last_answer = time.monotonic()
+    while len(done) < len(ids):
+        time.sleep(POLL_S)
+        with session_scope(database_url) as session:
+            found = requests.answered(session, [request_id for request_id in ids if request_id not in done])
+        for request_id, (verdict, worker) in found.items():
+            done[request_id] = CheckedProblem(ids[request_id], ProblemCheck(**verdict["check"]), verdict["cached"],
+                                              verdict["memory_limit_mb"], worker)
+            on_done(done[request_id])
+        if found:
+            last_answer = time.monotonic()
+        elif time.monotonic() - last_answer > patience_s:
+            raise PreflightUnavailable(f"the evaluate workers answered {len(done)} of {len(ids)} pre-flight requests and then "
+                                       f"nothing for {patience_s:.0f} s: see their logs (kturn run also takes --no-check)")
+    return [done[request_id] for request_id in ids]

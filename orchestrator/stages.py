@@ -29,3 +29,5 @@ EVALUATE = Stage("evaluate", TurnState.built, TurnState.evaluating, TurnState.do
 STAGES = (GENERATE, CLEAN, BUILD, EVALUATE)
 BY_WORKING_STATE = {stage.working.value: stage for stage in STAGES}
 BY_WAITING_STATE = {stage.waiting.value: stage for stage in STAGES}
+# A problem's pre-flight, asked of the evaluate workers (the run's device is on their hosts).
+PREFLIGHT_TASK = "kturn.preflight"

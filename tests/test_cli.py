@@ -133,6 +133,16 @@ def test_check_runs_each_reference_once_says_why_one_cannot_run_and_caches(tmp_p
     assert "level3/48_Mamba2ReturnY" in table.stdout and "einops" in table.stdout and "forward ms" in table.stdout
 
 
+def test_check_says_where_it_cannot_run(tmp_path):
+    on_workers = kturn("check", str(BUNDLED_RELU), "--on", "workers", cwd=tmp_path)
+    assert on_workers.returncode == 2 and "needs a cluster" in on_workers.stderr
+    import torch
+
+    if not torch.cuda.is_available():
+        cuda_here = kturn("check", str(BUNDLED_RELU), "--device", "cuda", cwd=tmp_path)
+        assert cuda_here.returncode == 2 and "no CUDA GPU on this host" in cuda_here.stderr and "--check-on workers" in cuda_here.stderr
+
+
 def test_run_refuses_a_problem_that_fails_pre_flight_and_skip_bad_runs_the_rest(tmp_path):
     replay = tmp_path / "answers.jsonl"
     replay.write_text(json.dumps({"problem": "level1/1_ReLU", "turn": 0, "text": "no code"}) + "\n")

@@ -67,3 +67,31 @@ def test_a_tritonforge_jsonl_with_shared_names_runs_through_an_outage_with_nothi
         assert turn0["prompt_messages"] == line["prompt"]  # the dataset's own prompt opened the trajectory
     [listed] = [r for r in cluster.kturn_json("runs") if r["run"] == run_id]
     assert (listed["completed"], listed["failed"], listed["running"]) == (2, 0, 0)
+
+
+RELU = Path(__file__).parents[1] / "orchestrator" / "data" / "problems" / "level1" / "1_ReLU.py"
+MAMBA = KERNELBENCH / "level3" / "48_Mamba2ReturnY.py"  # imports einops, which the host lacks
+
+
+def test_pre_flight_on_the_evaluate_workers_answers_through_the_database_and_feeds_the_run(cluster, db, tmp_path):
+    from orchestrator.limits import default_memory_limit_mb
+
+    checked = cluster.kturn("check", str(RELU), str(MAMBA), "--on", "workers", "--json", check=False)
+    assert checked.returncode == 1, checked.stderr
+    relu, mamba = json.loads(checked.stdout)["problems"]
+    assert relu["ok"] and relu["forward_ms"] > 0 and relu["where"].startswith("evaluate-")
+    assert relu["memory_limit_mb"] == default_memory_limit_mb("cpu")  # the worker's host decided it (this host, here)
+    assert not mamba["ok"] and "No module named 'einops'" in mamba["error"] and mamba["origin"] == str(MAMBA)
+    assert rows(db, "SELECT count(*) AS n FROM preflight_requests") == [{"n": 0}]  # read, then deleted
+
+    replay = tmp_path / "answers.jsonl"
+    replay.write_text(json.dumps({"problem": "level1/1_ReLU", "turn": 0, "text": "no code"}) + "\n")
+    ran = cluster.kturn_json("run", str(RELU), str(MAMBA), "--check-on", "workers", "--skip-bad", "--backend", "cpp", "--device", "cpu",
+                             "--turns", "1", "--generator", "replay", "--replay", str(replay), "--memory-limit-mb", "5000", "--wait")
+    assert [t["problem"] for t in ran["turns"]] == ["level1/1_ReLU"]
+    [config] = rows(db, "SELECT config FROM runs WHERE id = :run", run=ran["run"])
+    assert config["config"]["evaluation"]["memory_limit_mb"] == 5000
+
+    with cluster.stopped("evaluate"):
+        refused = cluster.kturn("check", str(RELU), "--on", "workers", check=False)
+    assert refused.returncode == 2 and "`evaluate` queue" in refused.stderr and "--no-check" in refused.stderr

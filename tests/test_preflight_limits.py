@@ -9,7 +9,7 @@ from workers.evaluation.preflight import ProblemCheck
 
 def checked(**measured) -> CheckedProblem:
     spec = ProblemSpec(name="level1/1_ReLU", level=1, source="", origin="1_ReLU.py")
-    return CheckedProblem(spec, ProblemCheck(ok=measured.pop("ok", True), **measured), cached=False)
+    return CheckedProblem(spec, ProblemCheck(ok=measured.pop("ok", True), **measured), cached=False, memory_limit_mb=4096)
 
 
 def test_the_time_limit_is_raised_only_for_a_reference_whose_batch_is_slow():

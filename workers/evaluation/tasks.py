@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from db import baselines, builds
+from db import preflight as preflight_requests
 from db.session import session_scope
 from orchestrator.app import app
 from orchestrator.feedback import cleaning_feedback, evaluation_feedback
 from orchestrator.pipeline import Outcome, StageRetry, TurnContext, run_stage
+from orchestrator.preflight_checks import check_for_worker
 from orchestrator.rewards import verdict_reward
 from orchestrator.settings import get_settings
-from orchestrator.stages import EVALUATE
+from orchestrator.stages import EVALUATE, PREFLIGHT_TASK
 from workers.evaluation import EvalResult, device_fingerprint, evaluate, fingerprint_key
 from workers.evaluation.builds import CacheEntry, install_entry
 
@@ -85,3 +87,18 @@ def evaluate_turn(context: TurnContext) -> Outcome:
 @app.task(name=EVALUATE.task_name)
 def evaluate_task(turn_id: int) -> None:
     run_stage(EVALUATE, turn_id, evaluate_turn)
+
+
+@app.task(name=PREFLIGHT_TASK, bind=True)
+def preflight_task(self, request_id: str) -> None:
+    """Answer a pre-flight request (orchestrator/preflight_checks.py) with the verdict on this host;
+    one its CLI stopped waiting for is gone, and one already answered stays as it is."""
+    url = get_settings().sqlalchemy_url
+    with session_scope(url) as session:
+        request = preflight_requests.pending(session, request_id)
+        asked = None if request is None else (request.settings, request.derive_memory_limit, request.source, request.source_hash)
+    if asked is None:
+        return
+    verdict = check_for_worker(*asked, get_settings().cache_dir.expanduser())
+    with session_scope(url) as session:
+        preflight_requests.answer(session, request_id, verdict, self.request.hostname or "")
