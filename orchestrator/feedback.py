@@ -44,6 +44,12 @@ def cleaning_feedback(degenerate: bool, no_code_reason: str | None) -> str:
     return f"Your previous answer could not be evaluated: {no_code_reason or 'it contained no code'}.\n{_ONE_BLOCK}"
 
 
+def no_code_verdict(degenerate: bool, no_code_reason: str | None) -> dict[str, Any]:
+    """The evaluation columns of an answer with no code: nothing ran, reward 0."""
+    return {"compiled": False, "correct": False, "flags": [], "error_kind": "no_code", "error": no_code_reason,
+            "feedback": cleaning_feedback(degenerate, no_code_reason), "reward": 0.0}
+
+
 def evaluation_feedback(verdict: dict[str, Any], reward: float, limit: int) -> str:
     if verdict.get("disqualified"):
         return _disqualified(verdict, reward, limit)

@@ -29,7 +29,7 @@ from orchestrator.queues import enqueue
 from orchestrator.rewards import discounted_returns
 from orchestrator.run_config import RunConfig
 from orchestrator.settings import get_settings
-from orchestrator.stages import BUILD, CLEAN, EVALUATE, GENERATE, Stage
+from orchestrator.stages import BUILD, CLEAN, EVALUATE, GENERATE, STAGES, Stage
 
 log = logging.getLogger("kturn.pipeline")
 
@@ -65,6 +65,10 @@ class Outcome:
     # Rows of other tables that belong with this result (a turn's token ids), written in the same
     # transaction once the turn's own store has succeeded: called with (session, turn id).
     also_store: Callable[[Any, int], None] | None = None
+    # The last stage this result completes, where the stages after the one that ran have nothing to
+    # do (the clean stage completes the build for an answer with nothing to build ahead, and the
+    # evaluation too for an answer with no code): the turn skips their tasks. None: the stage itself.
+    through: Stage | None = None
 
 
 Work = Callable[[TurnContext], Outcome]
@@ -154,14 +158,23 @@ def _claim(stage: Stage, turn_id: int, url: str, lease_seconds: float) -> tuple[
             time.sleep(delay)
 
 
+def _completed(stage: Stage, outcome: Outcome) -> tuple[Stage, dict[str, Any]]:
+    """The last stage the outcome completes, and the turn's columns: the outcome's values and the
+    timestamp of each stage completed."""
+    last = outcome.through or stage
+    now = utcnow()
+    passed = STAGES[STAGES.index(stage):STAGES.index(last) + 1]
+    return last, {**{STAGE_TIMESTAMP[s.name]: now for s in passed}, **outcome.values}
+
+
 def _store(url: str, stage: Stage, claim: turn_queries.Claim, context: TurnContext, outcome: Outcome) -> list[tuple[Stage, int]]:
     """Store the outcome and decide what follows, in one transaction. Returns what to enqueue."""
-    done = {STAGE_TIMESTAMP[stage.name]: utcnow(), **outcome.values}
-    if outcome.failure is None and stage is not EVALUATE and outcome.also_store is None:
+    last, done = _completed(stage, outcome)
+    if outcome.failure is None and last is not EVALUATE and outcome.also_store is None:
         with statement_scope(url) as session:  # a single statement: no transaction around it
-            stored = turn_queries.store(session, claim, stage.done, **done)
-        return [(NEXT_STAGE[stage.name], claim.turn_id)] if stored else _dropped(claim, stage)
-    if outcome.failure is None and stage is EVALUATE and outcome.also_store is None:
+            stored = turn_queries.store(session, claim, last.done, **done)
+        return [(NEXT_STAGE[last.name], claim.turn_id)] if stored else _dropped(claim, stage)
+    if outcome.failure is None and last is EVALUATE and outcome.also_store is None:
         if _continues(context, outcome.reward or 0.0):
             with statement_scope(url) as session:
                 stored, _status, next_turn = turn_queries.store_done(session, claim, context.trajectory_id, context.turn_index + 1, **done)
@@ -179,12 +192,12 @@ def _store(url: str, stage: Stage, claim: turn_queries.Claim, context: TurnConte
             if turn_queries.store(session, claim, TurnState.failed, error=outcome.failure, **outcome.values):
                 fail_trajectory(session, context.trajectory_id, context.run_id)
             return []
-        if not turn_queries.store(session, claim, stage.done, **done):
+        if not turn_queries.store(session, claim, last.done, **done):
             return _dropped(claim, stage)
         if outcome.also_store is not None:
             outcome.also_store(session, claim.turn_id)
-        if stage is not EVALUATE:
-            return [(NEXT_STAGE[stage.name], claim.turn_id)]
+        if last is not EVALUATE:
+            return [(NEXT_STAGE[last.name], claim.turn_id)]
         if status != TrajectoryStatus.running.value:  # cancelled meanwhile: nothing follows
             return []
         return _advance(session, context, outcome.reward or 0.0)

@@ -60,6 +60,8 @@ def test_stage_results_are_stored(finished_run, db):
     for sample in (0, 1):
         looping, broken, fixed = (by_key[("1_ReLU", sample, k)] for k in range(3))
         assert looping["degenerate"] is True and looping["code"] is None and looping["reward"] == 0.0
+        # scored by the clean stage: claimed by generate and clean only, no build or evaluate task
+        assert looping["error_kind"] == "no_code" and looping["attempts"] == 2 and looping["built_at"] and looping["evaluated_at"]
         # Aborted while it streamed: cut after its first line, with the loop's onset on record.
         assert looping["finish_reason"]["type"] == "loop" and looping["loop_onset"] == LOOPING.index("Let me")
         assert looping["repeats"] >= 20 and looping["chars_removed"] > 0

@@ -5,7 +5,7 @@ from db import baselines, builds
 from db import preflight as preflight_requests
 from db.session import session_scope
 from orchestrator.app import app
-from orchestrator.feedback import cleaning_feedback, evaluation_feedback
+from orchestrator.feedback import evaluation_feedback, no_code_verdict
 from orchestrator.pipeline import Outcome, StageRetry, TurnContext, run_stage
 from orchestrator.preflight_checks import check_for_worker
 from orchestrator.rewards import verdict_reward
@@ -17,14 +17,6 @@ from workers.evaluation.builds import CacheEntry, install_entry
 
 # The harness or the reference failed: scoring the candidate 0 would put a wrong label in the data.
 NOT_THE_MODELS_FAULT = ("harness_error", "reference_error")
-
-
-def no_code_outcome(context: TurnContext) -> Outcome:
-    feedback = cleaning_feedback(bool(context.degenerate), context.no_code_reason)
-    return Outcome(
-        values={"compiled": False, "correct": False, "flags": [], "error_kind": "no_code", "error": context.no_code_reason, "feedback": feedback, "reward": 0.0},
-        reward=0.0,
-    )
 
 
 def record_baseline(problem_hash: str, device_key: str, result: EvalResult) -> None:
@@ -51,8 +43,8 @@ def install_prebuilt(turn_id: int, extensions_dir: str) -> None:
 
 
 def evaluate_turn(context: TurnContext) -> Outcome:
-    if context.code is None:
-        return no_code_outcome(context)
+    if context.code is None:  # cleaned before the clean stage scored such answers itself
+        return Outcome(values=no_code_verdict(bool(context.degenerate), context.no_code_reason), reward=0.0)
     config = context.config
     settings = config.evaluation_settings()
     install_prebuilt(context.turn_id, settings.resolved_extensions_dir())
