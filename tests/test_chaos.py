@@ -23,6 +23,10 @@ from tests.cluster import ROOT, Cluster, free_port, rows, wait_for
 pytestmark = pytest.mark.integration
 
 TRAJECTORIES, TURNS = 40, 3
+# Code the evaluate stage disqualifies from its static checks alone (no sandbox to wait for), with
+# nothing to build ahead: each turn is claimed by generate, clean and evaluate.
+TORCH_ONLY = ("```python\nimport torch\nimport torch.nn as nn\n\n\nclass ModelNew(nn.Module):\n"
+              "    def forward(self, x):\n        return torch.relu(x)\n```\n")
 PROBLEM = ROOT / "orchestrator" / "data" / "problems" / "level1" / "1_ReLU.py"
 
 
@@ -31,7 +35,7 @@ def cluster(tmp_path_factory, postgres_url, redis_url):
     cluster = Cluster(tmp_path_factory.mktemp("chaos"), postgres_url, redis_url)
     cluster.env["KTURN_MAX_ATTEMPTS"] = "20"  # a turn killed again and again is still not the model's fault
     try:
-        cluster.start_double({"": "No code this time, only words."})
+        cluster.start_double({"": TORCH_ONLY})
         cluster.kturn("db", "upgrade")
         for stage in STAGES:
             cluster.start_worker(stage.queue, "-c", "2")
@@ -146,7 +150,7 @@ def test_a_fault_free_run_and_a_run_under_chaos_both_finish_whole(cluster, db):
 
 
 def assert_whole(cluster: Cluster, db, run_id: int) -> None:
-    turns = rows(db, """SELECT t.id, t.trajectory_id, t.turn_index, t.state, t.attempts, tr.status AS trajectory_status
+    turns = rows(db, """SELECT t.id, t.trajectory_id, t.turn_index, t.state, t.attempts, t.flags, tr.status AS trajectory_status
                         FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id WHERE tr.run_id = :run""", run=run_id)
     assert run_status(db, run_id) == "completed"
     by_trajectory = Counter(t["trajectory_id"] for t in turns)
@@ -154,7 +158,8 @@ def assert_whole(cluster: Cluster, db, run_id: int) -> None:
     for trajectory in by_trajectory:
         assert sorted(t["turn_index"] for t in turns if t["trajectory_id"] == trajectory) == list(range(TURNS))
     assert {t["state"] for t in turns} == {"done"} and {t["trajectory_status"] for t in turns} == {"completed"}
+    assert all("no_custom_kernel" in t["flags"] for t in turns)  # each one scored by the evaluate stage
     ids = {f"kturn-turn-{t['id']}" for t in turns}
     requests = [r for r in cluster.double_requests() if r.get("rid") in ids]
-    retried_claims = sum(t["attempts"] - 3 for t in turns)  # each turn is claimed once per stage when nothing goes wrong
+    retried_claims = sum(t["attempts"] - 3 for t in turns)  # each turn is claimed once by each of its 3 stages when nothing goes wrong
     assert len(requests) <= len(turns) + retried_claims, (len(requests), len(turns), retried_claims)
