@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -24,7 +25,8 @@ def pending(session: Session, request_id: str) -> PreflightRequest | None:
 
 
 def answer(session: Session, request_id: str, verdict: dict[str, Any], worker: str) -> None:
-    session.execute(update(PreflightRequest).where(PreflightRequest.id == request_id)
+    """The first answer stands (a message delivered twice is checked twice)."""
+    session.execute(update(PreflightRequest).where(PreflightRequest.id == request_id, PreflightRequest.verdict.is_(None))
                     .values(verdict=verdict, worker=worker, answered_at=utcnow()))
 
 
@@ -37,3 +39,7 @@ def answered(session: Session, request_ids: Iterable[str]) -> dict[str, tuple[di
 
 def forget(session: Session, request_ids: Iterable[str]) -> None:
     session.execute(delete(PreflightRequest).where(PreflightRequest.id.in_(list(request_ids))))
+
+
+def forget_older_than(session: Session, age: timedelta) -> None:
+    session.execute(delete(PreflightRequest).where(PreflightRequest.created_at < utcnow() - age))

@@ -17,7 +17,7 @@ from kombu import Exchange, Queue
 
 from orchestrator import pinning  # noqa: F401  (connects its signals: a GPU and cores of its own per pool process)
 from orchestrator.settings import get_settings
-from orchestrator.stages import EVALUATE, PREFLIGHT_TASK, STAGES
+from orchestrator.stages import EVALUATE, PREFLIGHT_QUEUE, PREFLIGHT_TASK, STAGES
 
 TASK_MODULES = ["workers.generation.tasks", "workers.cleaning.tasks", "workers.building.tasks", "workers.evaluation.tasks"]
 
@@ -28,8 +28,8 @@ def create_app() -> Celery:
         raise ImproperlyConfigured(settings.half_configured())
     celery = Celery("kturn", broker=settings.broker_url, include=TASK_MODULES)
     celery.conf.update(
-        task_queues=[Queue(stage.queue, Exchange(stage.queue), routing_key=stage.queue) for stage in STAGES],
-        task_routes={**{stage.task_name: {"queue": stage.queue} for stage in STAGES}, PREFLIGHT_TASK: {"queue": EVALUATE.queue}},
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in [stage.queue for stage in STAGES] + [PREFLIGHT_QUEUE]],
+        task_routes={**{stage.task_name: {"queue": stage.queue} for stage in STAGES}, PREFLIGHT_TASK: {"queue": PREFLIGHT_QUEUE}},
         task_default_queue=STAGES[0].queue,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -84,6 +84,15 @@ class BatchedTaskEvents(bootsteps.StartStopStep):
     def _flush(c) -> None:
         if c.event_dispatcher is not None:
             c.event_dispatcher.flush()
+
+
+@signals.celeryd_after_setup.connect
+def _evaluate_workers_take_preflights(instance=None, **_kwargs) -> None:
+    """A worker started with `-Q evaluate` also takes the pre-flight queue: Redis hands it the two
+    queues in turn, so a pre-flight waits for one evaluation at most."""
+    queues = instance.app.amqp.queues
+    if queues.consume_from is not None and EVALUATE.queue in queues.consume_from:
+        queues.select_add(queues[PREFLIGHT_QUEUE])  # the declared queue, with its own exchange
 
 
 @signals.worker_init.connect

@@ -286,7 +286,7 @@ def preflight_run(loaded, config, on: CheckOn, memory_limit_mb: int | None, time
     good = [c for c in checked if c.check.ok]
     if not good:
         raise fail("no problem passed pre-flight")
-    host_share = min(c.memory_limit_mb for c in checked)  # the smallest host's, where workers differ
+    host_share = min(c.memory_limit_mb for c in good)  # the smallest host's, where workers differ
     config.evaluation["memory_limit_mb"] = memory_limit_mb or memory_limit_for(good, host_share)
     evaluation = config.evaluation
     evaluation["run_timeout_s"] = timeout or run_timeout_for(good, evaluation["run_timeout_s"], evaluation["timing_batch_ms"])

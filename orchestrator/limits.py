@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import subprocess
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -19,12 +22,35 @@ PEAK_FACTOR = 2.0
 SLOWDOWN_FACTOR = 20.0
 
 
-def parallel_evaluations(device: str) -> int:
-    """How many evaluations a host runs at once: one per GPU on CUDA, one per core on the CPU."""
-    if device == "cuda":
-        import torch
+@lru_cache(maxsize=1)
+def listed_gpus() -> tuple[str, ...]:
+    """The indexes of the GPUs nvidia-smi lists on this host (it ignores CUDA_VISIBLE_DEVICES); none without it."""
+    if not shutil.which("nvidia-smi"):
+        return ()
+    try:
+        found = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                               text=True, timeout=30).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(g for g in found if g.isdigit())
 
-        return max(1, torch.cuda.device_count())
+
+def kturn_gpus() -> list[str]:
+    """The GPUs kturn's evaluations share on this host as KTURN_GPUS lists them (e.g. "0,1,2,3")."""
+    return [g.strip() for g in os.environ.get("KTURN_GPUS", "").split(",") if g.strip()]
+
+
+def parallel_evaluations(device: str) -> int:
+    """How many evaluations a host runs at once: one per GPU on CUDA (KTURN_GPUS, else every GPU
+    nvidia-smi lists, else torch's count: not CUDA_VISIBLE_DEVICES, which a pool process pinned to
+    one GPU sees narrowed to it while it shares the host with the others), one per core on the CPU."""
+    if device == "cuda":
+        gpus = len(kturn_gpus()) or len(listed_gpus())
+        if not gpus:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        return max(1, gpus)
     return os.cpu_count() or 1
 
 

@@ -10,27 +10,17 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 from celery import signals
+
+from orchestrator.limits import kturn_gpus, listed_gpus
 
 _worker = None  # the WorkController of this worker, whose concurrency is known once its pool starts
 
 
 def available_gpus() -> list[str]:
-    for name in ("KTURN_GPUS", "CUDA_VISIBLE_DEVICES"):
-        listed = [g.strip() for g in os.environ.get(name, "").split(",") if g.strip()]
-        if listed:
-            return listed
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        found = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                               text=True, timeout=30).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [g for g in found if g.isdigit()]
+    visible = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return kturn_gpus() or visible or list(listed_gpus())
 
 
 def gpu_for(process_index: int, gpus: list[str]) -> str | None:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 from orchestrator.limits import default_memory_limit_mb, parallel_evaluations
@@ -27,6 +28,7 @@ from workers.evaluation.preflight import ProblemCheck, preflight
 LIMIT_FIELDS = ("memory_limit_mb", "run_timeout_s", "compile_timeout_s", "cpu_threads", "tmp_mb")
 HERE = "here"
 POLL_S = 0.5
+ORPHANED_AFTER = timedelta(days=1)
 
 
 class PreflightUnavailable(RuntimeError):
@@ -98,14 +100,16 @@ def check_problems(problems: list[ProblemSpec], settings: EvalSettings, cache_di
 def check_for_worker(request_settings: dict, derive_memory_limit: bool, source: str, source_hash: str, cache_dir: Path) -> dict:
     """What an evaluate worker answers a pre-flight request with: the verdict on its host, under
     the memory cap its host gives an evaluation child where the request leaves that to it."""
-    settings = EvalSettings(**request_settings)
-    if derive_memory_limit:
-        settings = replace(settings, memory_limit_mb=default_memory_limit_mb(settings.device))
+    memory_limit_mb = request_settings.get("memory_limit_mb")
     try:
+        settings = EvalSettings(**request_settings)
+        if derive_memory_limit:
+            settings = replace(settings, memory_limit_mb=default_memory_limit_mb(settings.device))
+        memory_limit_mb = settings.memory_limit_mb
         check, cached = check_source(source, source_hash, settings, cache_dir)
-    except Exception as error:  # the harness itself failed here: say so, and let the CLI stop waiting
-        check, cached = ProblemCheck(ok=False, error=f"the pre-flight harness failed: {error!r}", transient=True), False
-    return {"check": check.as_dict(), "cached": cached, "memory_limit_mb": settings.memory_limit_mb}
+    except Exception as error:  # settings this version rejects, or the harness failed: say so, and let the CLI stop waiting
+        check, cached = ProblemCheck(ok=False, error=f"the pre-flight failed on the worker: {error!r}", transient=True), False
+    return {"check": check.as_dict(), "cached": cached, "memory_limit_mb": memory_limit_mb}
 
 
 def check_on_workers(problems: list[ProblemSpec], settings: EvalSettings, derive_memory_limit: bool, database_url: str,
@@ -119,6 +123,7 @@ def check_on_workers(problems: list[ProblemSpec], settings: EvalSettings, derive
     _need_evaluate_workers()
     ids = {str(uuid.uuid4()): problem for problem in problems}
     with session_scope(database_url) as session:
+        requests.forget_older_than(session, ORPHANED_AFTER)  # a CLI killed while it waited left them
         requests.ask(session, [{"id": request_id, "source": p.source, "source_hash": p.source_hash, "settings": asdict(settings),
                                 "derive_memory_limit": derive_memory_limit} for request_id, p in ids.items()])
     try:
@@ -131,12 +136,13 @@ def check_on_workers(problems: list[ProblemSpec], settings: EvalSettings, derive
 
 def _need_evaluate_workers() -> None:
     from orchestrator.app import app
-    from orchestrator.stages import EVALUATE
+    from orchestrator.stages import EVALUATE, PREFLIGHT_QUEUE
 
     answers = app.control.inspect(timeout=2.0).active_queues() or {}
-    if not any(queue["name"] == EVALUATE.queue for queues in answers.values() for queue in queues):
-        raise PreflightUnavailable(f"pre-flight on the evaluate workers needs one running, and no worker consuming the "
-                                   f"`{EVALUATE.queue}` queue answered: start them first (kturn run also takes --no-check)")
+    if not any(queue["name"] == PREFLIGHT_QUEUE for queues in answers.values() for queue in queues):
+        raise PreflightUnavailable(f"pre-flight on the evaluate workers needs one running, and no worker taking the `{PREFLIGHT_QUEUE}` "
+                                   f"queue (every `-Q {EVALUATE.queue}` worker of this version does) answered: start them first "
+                                   "(kturn run also takes --no-check)")
 
 
 def _enqueue(ids: dict[str, ProblemSpec]) -> None:
@@ -149,7 +155,8 @@ def _enqueue(ids: dict[str, ProblemSpec]) -> None:
 
 
 def _patience_s(settings: EvalSettings) -> float:
-    """How long to wait for the next verdict: a busy worker finishes its evaluation first."""
+    """How long to wait for the next verdict: a busy worker finishes its evaluation first (one: it
+    takes its queues in turn), then runs the check."""
     return settings.evaluation_timeout_s + settings.compile_timeout_s + 2 * settings.run_timeout_s
 
 

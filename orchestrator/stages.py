@@ -29,5 +29,8 @@ EVALUATE = Stage("evaluate", TurnState.built, TurnState.evaluating, TurnState.do
 STAGES = (GENERATE, CLEAN, BUILD, EVALUATE)
 BY_WORKING_STATE = {stage.working.value: stage for stage in STAGES}
 BY_WAITING_STATE = {stage.waiting.value: stage for stage in STAGES}
-# A problem's pre-flight, asked of the evaluate workers (the run's device is on their hosts).
+# A problem's pre-flight, asked of the evaluate workers (the run's device is on their hosts), on a
+# queue of its own that every evaluate worker also takes (orchestrator/app.py): a new run's
+# pre-flight then waits for one evaluation at most, not for a running run's whole backlog.
 PREFLIGHT_TASK = "kturn.preflight"
+PREFLIGHT_QUEUE = "preflight"

@@ -94,4 +94,4 @@ def test_pre_flight_on_the_evaluate_workers_answers_through_the_database_and_fee
 
     with cluster.stopped("evaluate"):
         refused = cluster.kturn("check", str(RELU), "--on", "workers", check=False)
-    assert refused.returncode == 2 and "`evaluate` queue" in refused.stderr and "--no-check" in refused.stderr
+    assert refused.returncode == 2 and "`preflight` queue" in refused.stderr and "--no-check" in refused.stderr

@@ -25,3 +25,12 @@ def test_the_memory_cap_is_twice_the_largest_peak_and_never_below_the_floor():
     assert memory_limit_for([checked(peak_memory_mb=100.0)], 4096) == 4096
     assert memory_limit_for([checked(peak_memory_mb=100.0), checked(peak_memory_mb=3000.5)], 4096) == 6001
     assert memory_limit_for([checked(peak_memory_mb=None)], 4096) == 4096
+
+
+def test_a_pool_process_pinned_to_one_gpu_still_shares_the_host_memory_with_every_gpus_evaluation(monkeypatch):
+    from orchestrator.limits import MIN_MEMORY_LIMIT_MB, default_memory_limit_mb, host_memory_mb, parallel_evaluations
+
+    monkeypatch.setenv("KTURN_GPUS", "0,1,2,3")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")  # as orchestrator/pinning.py leaves pool process 2
+    assert parallel_evaluations("cuda") == 4
+    assert default_memory_limit_mb("cuda") == max(MIN_MEMORY_LIMIT_MB, host_memory_mb() // 8)
