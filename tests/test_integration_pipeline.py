@@ -141,7 +141,8 @@ def test_status_command_shows_the_run(finished_run, cluster):
 def test_flower_sees_workers_per_queue_and_the_run_tasks(finished_run, cluster, db):
     url = cluster.start_flower()
     workers = wait_for(lambda: _workers_with_queues(url), 60, "Flower to list the workers")
-    assert {"generate", "clean", "build", "evaluate"} <= set(workers.values())
+    assert set().union(*workers.values()) == {"generate", "clean", "build", "evaluate", "preflight"}
+    assert all("preflight" in queues for queues in workers.values() if "evaluate" in queues)  # every evaluate worker takes pre-flights
     turn_ids = {t["id"] for t in turns_of(db, finished_run[0])}
     # Flower learns tasks from events: run a small new run while it watches.
     cluster.kturn(*run_args(cluster, 1, 1, "--id", "2"), "--wait")
@@ -151,9 +152,9 @@ def test_flower_sees_workers_per_queue_and_the_run_tasks(finished_run, cluster, 
     assert not {int(t["args"].strip("[]()")) for t in tasks} & turn_ids  # the new run's turns, seen live
 
 
-def _workers_with_queues(url: str) -> dict[str, str]:
+def _workers_with_queues(url: str) -> dict[str, set[str]]:
     workers = http_json(f"{url}/api/workers?refresh=1", timeout=30)
-    return {name: q["name"] for name, info in workers.items() for q in (info.get("active_queues") or [])}
+    return {name: {q["name"] for q in info["active_queues"]} for name, info in workers.items() if info.get("active_queues")}
 
 
 def test_sigkilled_worker_loses_and_duplicates_nothing(cluster, db):
