@@ -645,11 +645,14 @@ class SGLangDouble:
 
     def _steps(self, decoding: Decoding) -> Iterator[Step]:
         """The decoding's chunk boundaries, paced at token_rate. An abort ends it at once with the
-        tokens decoded by then. Always records the decoding (and caches its prefix) when it ends."""
+        tokens decoded by then. Always records the decoding (and caches its prefix) when it ends:
+        before its last chunk is sent (a client that has it may look at the record at once), or
+        when the client goes away."""
         aborted = self._running[decoding.rid]
         interval = decoding.params["stream_interval"] or self.stream_interval
         last = Step("", [], None)
         chunks = 0
+        recorded = False
         try:
             aborted.wait(self.delay_s)
             decoding_started = time.monotonic()
@@ -660,11 +663,15 @@ class SGLangDouble:
                                 {"type": "abort", "message": "Abort requested by /abort_request"})
                 last = step
                 chunks += 1
-                yield step
                 if step.finish_reason is not None:
+                    self._finish(decoding, last, chunks)
+                    recorded = True
+                yield step
+                if recorded:
                     break
         finally:
-            self._finish(decoding, last, chunks)
+            if not recorded:
+                self._finish(decoding, last, chunks)
 
     def _aborted_before(self, aborted: threading.Event, decoding_started: float, tokens: int) -> bool:
         """Waits until `tokens` are decoded at token_rate; True when an abort came first."""
