@@ -238,11 +238,12 @@ def preflight_table(checked) -> "Table":
 def checks_on_workers(on: CheckOn, device: str) -> bool:
     """Whether pre-flight goes to the evaluate workers; refused where it cannot run where asked."""
     embedded = get_settings().embedded
+    no_device_here = device == "cuda" and not _cuda_available()
     if on is CheckOn.auto:
-        on = CheckOn.workers if device == "cuda" and not embedded and not _cuda_available() else CheckOn.here
+        on = CheckOn.workers if no_device_here and not embedded else CheckOn.here
     if on is CheckOn.workers and embedded:
         raise fail("--check-on workers needs a cluster (DATABASE_URL and REDIS_URL): the embedded default has no workers to ask")
-    if on is CheckOn.here and device == "cuda" and not _cuda_available():
+    if on is CheckOn.here and no_device_here:
         raise fail("pre-flight here runs each reference on the chosen device, and torch sees no CUDA GPU on this host: on a cluster, "
                    "the evaluate workers can run it (kturn run --check-on workers, kturn check --on workers); kturn run also takes --no-check")
     return on is CheckOn.workers

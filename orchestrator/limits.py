@@ -35,9 +35,9 @@ def listed_gpus() -> tuple[str, ...]:
     return tuple(g for g in found if g.isdigit())
 
 
-def kturn_gpus() -> list[str]:
-    """The GPUs kturn's evaluations share on this host as KTURN_GPUS lists them (e.g. "0,1,2,3")."""
-    return [g.strip() for g in os.environ.get("KTURN_GPUS", "").split(",") if g.strip()]
+def gpus_in(variable: str) -> list[str]:
+    """The GPUs an environment variable lists, comma-separated (KTURN_GPUS="0,1,2,3", CUDA_VISIBLE_DEVICES)."""
+    return [g.strip() for g in os.environ.get(variable, "").split(",") if g.strip()]
 
 
 def parallel_evaluations(device: str) -> int:
@@ -45,7 +45,7 @@ def parallel_evaluations(device: str) -> int:
     nvidia-smi lists, else torch's count: not CUDA_VISIBLE_DEVICES, which a pool process pinned to
     one GPU sees narrowed to it while it shares the host with the others), one per core on the CPU."""
     if device == "cuda":
-        gpus = len(kturn_gpus()) or len(listed_gpus())
+        gpus = len(gpus_in("KTURN_GPUS")) or len(listed_gpus())
         if not gpus:
             import torch
 

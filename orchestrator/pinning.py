@@ -13,14 +13,13 @@ import os
 
 from celery import signals
 
-from orchestrator.limits import kturn_gpus, listed_gpus
+from orchestrator.limits import gpus_in, listed_gpus
 
 _worker = None  # the WorkController of this worker, whose concurrency is known once its pool starts
 
 
 def available_gpus() -> list[str]:
-    visible = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
-    return kturn_gpus() or visible or list(listed_gpus())
+    return gpus_in("KTURN_GPUS") or gpus_in("CUDA_VISIBLE_DEVICES") or list(listed_gpus())
 
 
 def gpu_for(process_index: int, gpus: list[str]) -> str | None:

@@ -119,6 +119,8 @@ def check_on_workers(problems: list[ProblemSpec], settings: EvalSettings, derive
     into the row. The rows are deleted once read (or given up on)."""
     from db import preflight as requests
     from db.session import session_scope
+    from orchestrator.queues import send_many
+    from orchestrator.stages import PREFLIGHT_QUEUE, PREFLIGHT_TASK
 
     _need_evaluate_workers()
     ids = {str(uuid.uuid4()): problem for problem in problems}
@@ -127,7 +129,7 @@ def check_on_workers(problems: list[ProblemSpec], settings: EvalSettings, derive
         requests.ask(session, [{"id": request_id, "source": p.source, "source_hash": p.source_hash, "settings": asdict(settings),
                                 "derive_memory_limit": derive_memory_limit} for request_id, p in ids.items()])
     try:
-        _enqueue(ids)
+        send_many(PREFLIGHT_TASK, PREFLIGHT_QUEUE, ids)
         return _collect(ids, database_url, _patience_s(settings), on_done)
     finally:
         with session_scope(database_url) as session:
@@ -143,15 +145,6 @@ def _need_evaluate_workers() -> None:
         raise PreflightUnavailable(f"pre-flight on the evaluate workers needs one running, and no worker taking the `{PREFLIGHT_QUEUE}` "
                                    f"queue (every `-Q {EVALUATE.queue}` worker of this version does) answered: start them first "
                                    "(kturn run also takes --no-check)")
-
-
-def _enqueue(ids: dict[str, ProblemSpec]) -> None:
-    from orchestrator.app import app
-    from orchestrator.stages import PREFLIGHT_TASK
-
-    with app.producer_or_acquire() as producer:
-        for request_id in ids:
-            app.send_task(PREFLIGHT_TASK, args=[request_id], producer=producer)
 
 
 def _patience_s(settings: EvalSettings) -> float:

@@ -10,6 +10,8 @@ from workers.evaluation.prebuild import not_ahead, prebuild
 
 
 def build_turn(context: TurnContext) -> Outcome:
+    # the clean stage sends past this stage an answer with nothing to build ahead; these two cases
+    # come only from turns cleaned before it did
     if context.code is None:
         return Outcome()
     settings = context.config.evaluation_settings()
