@@ -114,8 +114,21 @@ class StageRetry(Exception):
 # Not the model's doing and likely to pass: the turn is handed back and tried again.
 RETRYABLE = (StageRetry, OperationalError, OSError)
 
-# Seconds between tries of a claim while the database is unreachable (a restart, a cut connection).
+# Seconds a worker waits before it takes its next message, by how many claims in a row found its
+# database unreachable: the message itself goes back on its queue at once, for a worker whose
+# database answers, so a worker pointed at a dead database slows itself, not the turns.
 CLAIM_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+class _ClaimBackoff:
+    failures = 0  # consecutive failed claims in this process
+
+    @classmethod
+    def wait(cls) -> float:
+        delay = CLAIM_BACKOFF_S[min(cls.failures, len(CLAIM_BACKOFF_S) - 1)]
+        cls.failures += 1
+        time.sleep(delay)
+        return delay
 
 
 def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
@@ -143,19 +156,26 @@ def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
 
 
 def _claim(stage: Stage, turn_id: int, url: str, lease_seconds: float) -> tuple[turn_queries.Claim, dict[str, Any], list[dict[str, Any]]] | None:
-    """Claim the turn and read its context (None: not waiting for this stage). While the database is unreachable the
-    claim is tried again with backoff; if it stays away, the message goes back on its queue before
-    the error is raised, since nothing was claimed that a lease could bring back."""
-    for delay in (*CLAIM_BACKOFF_S, None):
+    """Claim the turn and read its context (None: not waiting for this stage). A connection cut
+    under the pool is replaced at once, so a failed claim is tried once more; if the database stays
+    away, the message goes back on its queue (nothing was claimed that a lease could bring back),
+    this worker backs off, and the error is raised for Flower to show."""
+    def claim():
+        with statement_scope(url) as session:
+            return turn_queries.claim_with_context(session, turn_id, stage.waiting, stage.working, worker_name(), lease_seconds)
+
+    try:
         try:
-            with statement_scope(url) as session:
-                return turn_queries.claim_with_context(session, turn_id, stage.waiting, stage.working, worker_name(), lease_seconds)
-        except OperationalError as error:
-            if delay is None:
-                enqueue(stage, turn_id)
-                raise
-            log.warning("turn %s: claiming for %s failed, trying again in %g s: %s", turn_id, stage.name, delay, error)
-            time.sleep(delay)
+            claimed = claim()
+        except OperationalError:
+            claimed = claim()
+    except OperationalError as error:
+        enqueue(stage, turn_id)
+        log.warning("turn %s: claiming for %s failed, so its message is back on the queue: %s", turn_id, stage.name, error)
+        log.warning("this worker waits %g s before its next message", _ClaimBackoff.wait())
+        raise
+    _ClaimBackoff.failures = 0
+    return claimed
 
 
 def _completed(stage: Stage, outcome: Outcome) -> tuple[Stage, dict[str, Any]]:

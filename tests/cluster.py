@@ -163,6 +163,11 @@ def started(workdir: Path, database_url: str, redis_url: str, script: dict, *dou
         cluster.stop_all()
 
 
+def pool_children(pid: int) -> list[int]:
+    """The processes a worker's main process forked (its pool)."""
+    return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+
+
 def stop_group(process: subprocess.Popen, grace_s: float) -> None:
     """SIGTERM a process's whole group, SIGKILL what is left of it after `grace_s`, and return once
     every process of the group is gone: a pool child outliving its main process could otherwise

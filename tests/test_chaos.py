@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.stages import STAGES
-from tests.cluster import ROOT, Cluster, free_port, rows, wait_for
+from tests.cluster import ROOT, Cluster, free_port, pool_children, rows, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,10 +61,6 @@ def run_status(db, run_id: int) -> str:
 
 def worker_of(cluster: Cluster, queue: str) -> str:
     return next(name for name in cluster.processes if name.startswith(f"{queue}-"))
-
-
-def pool_children(pid: int) -> list[int]:
-    return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
 
 
 def kill_process_group(cluster: Cluster, queue: str) -> None:

@@ -18,7 +18,7 @@ from orchestrator.broker_queue import message_turn
 from orchestrator.problems import BUNDLED_DIR
 from orchestrator.settings import to_sqlalchemy_url
 from orchestrator.stages import GENERATE
-from tests.cluster import Cluster, rows, wait_for
+from tests.cluster import Cluster, free_port, rows, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +107,38 @@ def test_a_turn_that_cannot_be_loaded_fails_after_max_attempts_with_the_error(cl
     assert "loading the turn failed" in turn["error"] and "max_turns" in turn["error"]
     assert turn["attempts"] == 3 and "generate failed 3 times" in turn["error"]  # KTURN_MAX_ATTEMPTS claims, each counted
     assert turn["trajectory_status"] == "failed" and turn["run_status"] != "running"
+
+
+# Two deliveries of one turn to a worker whose database is a closed port, as `run_stage` gets them.
+CLAIM_WITHOUT_DATABASE = """
+import logging, sys
+from sqlalchemy.exc import OperationalError
+from orchestrator.pipeline import run_stage
+from orchestrator.stages import GENERATE
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+for _ in range(2):
+    try:
+        run_stage(GENERATE, int(sys.argv[1]), work=None)
+    except OperationalError:
+        print("raised", file=sys.stderr)
+"""
+
+
+def test_a_worker_that_cannot_reach_its_database_hands_the_message_back_before_it_backs_off(cluster, db, redis_url):
+    import redis
+
+    with cluster.stopped("generate"):
+        run_id, turn_id = new_run(cluster, db)
+        client = redis.Redis.from_url(redis_url)
+        client.delete("generate")  # the run's own message: the deliveries below stand for it
+        env = {**cluster.env, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/kturn"}
+        result = subprocess.run([sys.executable, "-c", CLAIM_WITHOUT_DATABASE, str(turn_id)], env=env, capture_output=True, text=True, timeout=60)
+        back = f"turn {turn_id}: claiming for generate failed, so its message is back on the queue"
+        log = ["back" if line.startswith(back) else line for line in result.stderr.splitlines() if line.startswith(("turn ", "this worker", "raised"))]
+        assert log == ["back", "this worker waits 0.25 s before its next message", "raised",
+                       "back", "this worker waits 0.5 s before its next message", "raised"], result.stderr
+        queued = [message_turn(m) for m in client.lrange("generate", 0, -1)]
+        assert queued == [(GENERATE.task_name, turn_id)] * 2  # each delivery back on the queue, for a worker whose database answers
+    turn = wait_for(lambda: (t := turn_row(db, turn_id))["generated_at"] and t, 60, "a worker that reaches the database to generate it")
+    assert turn["attempts"] >= 1 and turn["error"] is None
+    cluster.kturn("cancel", str(run_id))

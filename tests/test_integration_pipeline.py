@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from orchestrator.problems import BUNDLED_DIR
-from tests.cluster import http_json, rows, run_args, started, turns_of, wait_for
+from tests.cluster import http_json, pool_children, rows, run_args, started, turns_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +41,22 @@ def finished_run(cluster):
     started = time.monotonic()
     result = cluster.kturn_json(*run_args(cluster, samples=2, turns=3), "--wait", timeout=900)
     return result["run"], time.monotonic() - started
+
+
+def loads_torch(pid: int) -> bool:
+    return "libtorch" in open(f"/proc/{pid}/maps").read()
+
+
+def test_only_build_and_evaluate_workers_load_torch_and_before_their_pool_forks(finished_run, cluster):
+    """A second of start-up that generate and clean workers never need; restarted after a crash,
+    they are back at work sooner."""
+    for name, process in cluster.processes.items():
+        queue = name.split("-")[0]
+        if queue not in ("generate", "clean", "build", "evaluate"):
+            continue
+        children = pool_children(process.pid)
+        assert children, name
+        assert {loads_torch(pid) for pid in [process.pid, *children]} == {queue in ("build", "evaluate")}, name
 
 
 def test_every_turn_is_stored_once_and_done(finished_run, db):

@@ -8,7 +8,7 @@ stored next to a rollout for reproducibility.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,9 @@ class CleaningSettings:
     def required_repeats(self, period: int) -> int:
         return self.min_repeats_long_unit if period >= self.long_unit_chars else self.min_repeats
 
-    @cached_property
+    @property
     def _probe_slack(self) -> int:
-        # A loop at the threshold must hold a probe's gram and its earlier copy
-        # one period back; the probes must be closer than what is left over.
-        # (Cached outside the fields: asdict() and equality ignore it.)
-        return min(self.min_loop_chars(p) - p for p in range(1, self.max_period + 1)) - self.gram_chars
+        return _probe_slack(self)
 
     def probe_step(self) -> int:
         """Distance between probes: scan_step, lowered if the thresholds need it."""
@@ -114,3 +111,11 @@ class CleaningSettings:
 
     def severity(self, covered: float, repeats: int) -> float:
         return max(0.0, min(1.0, covered * min(1.0, repeats / self.full_severity_repeats)))
+
+
+@lru_cache(maxsize=64)
+def _probe_slack(settings: CleaningSettings) -> int:
+    """A loop at the threshold must hold a probe's gram and its earlier copy one period back; the
+    probes must be closer than what is left over. A scan of every period, so done once per
+    thresholds: every task builds its settings anew."""
+    return min(settings.min_loop_chars(p) - p for p in range(1, settings.max_period + 1)) - settings.gram_chars

@@ -11,9 +11,12 @@ boolean outputs must be equal.
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .settings import EvalSettings
+
+if TYPE_CHECKING:  # imported where used: every worker imports every task module, and only
+    import torch   # evaluate workers compare outputs (they import torch before forking, see app.py)
 
 MAX_EXAMPLES = 3
 
@@ -33,6 +36,7 @@ def compare_signatures(expected: list, got: list) -> dict | None:
 
 
 def dtype_of(name: str) -> torch.dtype:
+    import torch
     dtype = getattr(torch, name.removeprefix("torch."), None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"unknown dtype {name!r}")
@@ -41,6 +45,7 @@ def dtype_of(name: str) -> torch.dtype:
 
 def as_tensor(data: bytes | bytearray, dtype_name: str) -> torch.Tensor:
     """Raw little-endian bytes as a 1-D tensor (no parsing beyond a reinterpretation)."""
+    import torch
     buffer = bytearray(data)
     if not buffer:
         return torch.empty(0, dtype=dtype_of(dtype_name))
@@ -49,6 +54,7 @@ def as_tensor(data: bytes | bytearray, dtype_name: str) -> torch.Tensor:
 
 def compare_values(e: torch.Tensor, g: torch.Tensor, settings: EvalSettings) -> dict | None:
     """Two 1-D tensors of one dtype; None when they agree, else what differs (flat positions)."""
+    import torch
     if e.numel() == 0:
         return None
     if not (e.dtype.is_floating_point or e.dtype.is_complex):
@@ -71,6 +77,7 @@ def _compare_exact(e: torch.Tensor, g: torch.Tensor) -> dict | None:
 
 
 def _compare_float(e: torch.Tensor, g: torch.Tensor, atol: float, rtol: float) -> dict | None:
+    import torch
     e_nan, g_nan = torch.isnan(e), torch.isnan(g)
     if not torch.equal(e_nan, g_nan):
         bad = e_nan != g_nan
@@ -91,6 +98,7 @@ def _compare_float(e: torch.Tensor, g: torch.Tensor, atol: float, rtol: float) -
 
 
 def _compare_norm(e: torch.Tensor, g: torch.Tensor, tolerance: float) -> dict | None:
+    import torch
     finite = torch.isfinite(e)
     expected = float(torch.linalg.vector_norm(e[finite]))
     if expected == 0.0:
