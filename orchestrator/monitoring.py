@@ -13,7 +13,7 @@ from db import reports as report_queries
 from db.session import session_scope
 from db.turns import db_now
 from orchestrator.settings import get_settings
-from orchestrator.stages import STAGES
+from orchestrator.stages import PREFLIGHT_QUEUE, STAGES
 
 log = logging.getLogger("kturn.monitoring")
 
@@ -23,7 +23,7 @@ class Snapshot:
     runs: dict[str, int] = field(default_factory=dict)  # status → runs
     open_runs: dict[int, dict[str, int]] = field(default_factory=dict)  # running run → turn state → turns
     expired_leases: int = 0
-    queues: dict[str, int] | None = None  # stage queue → messages waiting; None in embedded mode
+    queues: dict[str, int] | None = None  # stage (and pre-flight) queue → messages waiting; None in embedded mode
 
 
 def take_snapshot() -> Snapshot:
@@ -45,11 +45,11 @@ def queue_depths() -> dict[str, int]:
     depths = {}
     with app.connection_for_read() as connection:
         channel = connection.default_channel
-        for stage in STAGES:
+        for queue in [stage.queue for stage in STAGES] + [PREFLIGHT_QUEUE]:
             try:
-                depths[stage.queue] = channel.queue_declare(stage.queue, passive=True).message_count
+                depths[queue] = channel.queue_declare(queue, passive=True).message_count
             except ChannelError:  # Redis keeps no key for an empty queue
-                depths[stage.queue] = 0
+                depths[queue] = 0
     return depths
 
 
@@ -81,7 +81,7 @@ class SnapshotCollector:
         yield turns
         yield GaugeMetricFamily("kturn_expired_leases", "Working turns whose lease ran out (dead worker, reconciler not yet run)", value=snapshot.expired_leases)
         if snapshot.queues is not None:
-            queues = GaugeMetricFamily("kturn_queue_messages", "Messages waiting in each stage's queue", labels=["queue"])
+            queues = GaugeMetricFamily("kturn_queue_messages", "Messages waiting in each stage's queue and the pre-flight queue", labels=["queue"])
             for queue, depth in snapshot.queues.items():
                 queues.add_metric([queue], depth)
             yield queues

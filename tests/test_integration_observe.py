@@ -401,6 +401,7 @@ def test_kturn_metrics_and_top_show_queues_and_open_turns(cluster, db):
         waiting = cluster.kturn_json(*run_args(cluster, 2, 1, "--id", "2"))["run"]
         top = cluster.kturn_json("top")
         assert top["queues"]["generate"] == 2 and top["open_runs"][str(waiting)] == {"pending": 2}
+        assert top["queues"]["preflight"] == 0  # the evaluate workers' second queue is shown too
         scraped = scrape()
         assert 'kturn_queue_messages{queue="generate"} 2.0' in scraped
         assert f'kturn_open_run_turns{{run="{waiting}",state="pending"}} 2.0' in scraped
