@@ -314,13 +314,25 @@ WAITING = tuple(state.value for state in WAITING_TURN_STATES)
 
 def expired_leases(session: Session, now: datetime, limit: int | None = None) -> list[Claim]:
     """The claims of working turns whose lease ran out, oldest lease first (index ix_turns_state_lease)."""
+    return [claim for claim, _holder in _working_claims(session, Turn.lease_expires_at < now, limit)]
+
+
+def held_claims(session: Session, turn_id: int | None = None, holder_prefix: str | None = None) -> list[tuple[Claim, str | None]]:
+    """(claim, holder) of working turns: the one turn `turn_id`, or those whose holder starts with
+    `holder_prefix` (a host's claims). Working turns are as many as the workers' slots."""
+    condition = Turn.id == turn_id if turn_id is not None else Turn.claimed_by.startswith(holder_prefix, autoescape=True)
+    return _working_claims(session, condition)
+
+
+def _working_claims(session: Session, condition, limit: int | None = None) -> list[tuple[Claim, str | None]]:
     rows = session.execute(
-        select(Turn.id, Turn.attempts, Turn.state, Turn.stage_attempts, Turn.trajectory_id)
-        .where(Turn.state.in_(WORKING), Turn.lease_expires_at < now)
+        select(Turn.id, Turn.attempts, Turn.state, Turn.stage_attempts, Turn.trajectory_id, Turn.claimed_by)
+        .where(Turn.state.in_(WORKING), condition)
         .order_by(Turn.lease_expires_at)
         .limit(limit)
     )
-    return [Claim(id_, attempts, TurnState(state), stage_attempts, trajectory_id) for id_, attempts, state, stage_attempts, trajectory_id in rows]
+    return [(Claim(id_, attempts, TurnState(state), stage_attempts, trajectory_id), holder)
+            for id_, attempts, state, stage_attempts, trajectory_id, holder in rows]
 
 
 def waiting_since(session: Session, before: datetime, limit: int | None = None) -> list[tuple[int, str]]:

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import takewhile
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import OperationalError
 
@@ -22,6 +20,7 @@ from db import runs as run_queries
 from db import turns as turn_queries
 from db.models import TrajectoryStatus, TurnState, utcnow
 from db.session import session_scope, statement_scope
+from orchestrator import process_identity
 from orchestrator.heartbeat import LeaseHeartbeat
 from orchestrator.problems import ProblemSpec
 from orchestrator.prompts import PastTurn
@@ -29,7 +28,7 @@ from orchestrator.queues import enqueue
 from orchestrator.rewards import discounted_returns
 from orchestrator.run_config import RunConfig
 from orchestrator.settings import get_settings
-from orchestrator.stages import BUILD, CLEAN, EVALUATE, GENERATE, STAGES, Stage
+from orchestrator.stages import BUILD, BY_WORKING_STATE, CLEAN, EVALUATE, GENERATE, STAGES, Stage
 
 log = logging.getLogger("kturn.pipeline")
 
@@ -74,10 +73,6 @@ class Outcome:
 Work = Callable[[TurnContext], Outcome]
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 @lru_cache(maxsize=64)
 def _parsed_config(config_json: str) -> RunConfig:
     """A run's config never changes once stored, and validating it is most of a stage's own CPU."""
@@ -111,6 +106,8 @@ class StageRetry(Exception):
     that timed out on a loaded host): the turn goes back to its queue instead of being scored."""
 
 
+T = TypeVar("T")
+
 # Not the model's doing and likely to pass: the turn is handed back and tried again.
 RETRYABLE = (StageRetry, OperationalError, OSError)
 
@@ -136,7 +133,10 @@ def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
     url = settings.sqlalchemy_url
     claimed = _claim(stage, turn_id, url, settings.lease_seconds)
     if claimed is None:
-        log.info("turn %s: not waiting for %s (a duplicate or late delivery); nothing to do", turn_id, stage.name)
+        with statement_scope(url) as session:
+            held = turn_queries.held_claims(session, turn_id=turn_id)
+        if not hand_on_from_ended_holders(held):
+            log.info("turn %s: not waiting for %s (a duplicate or late delivery); nothing to do", turn_id, stage.name)
         return
     claim, turn, rows = claimed
     try:
@@ -151,24 +151,29 @@ def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
     except RETRYABLE as error:
         retry_or_fail(stage, claim, f"{type(error).__name__}: {error}")
         return
-    for next_stage, next_turn in _store(url, stage, claim, context, outcome):
+    for next_stage, next_turn in _once_more_if_cut(lambda: _store(url, stage, claim, context, outcome)):
         enqueue(next_stage, next_turn)
 
 
+def _once_more_if_cut(action: Callable[[], T]) -> T:
+    """A connection cut under the pool (a Postgres restart, a terminated backend) fails one
+    statement and is replaced at once: one more try, before the error counts."""
+    try:
+        return action()
+    except OperationalError:
+        return action()
+
+
 def _claim(stage: Stage, turn_id: int, url: str, lease_seconds: float) -> tuple[turn_queries.Claim, dict[str, Any], list[dict[str, Any]]] | None:
-    """Claim the turn and read its context (None: not waiting for this stage). A connection cut
-    under the pool is replaced at once, so a failed claim is tried once more; if the database stays
+    """Claim the turn and read its context (None: not waiting for this stage). If the database stays
     away, the message goes back on its queue (nothing was claimed that a lease could bring back),
     this worker backs off, and the error is raised for Flower to show."""
     def claim():
         with statement_scope(url) as session:
-            return turn_queries.claim_with_context(session, turn_id, stage.waiting, stage.working, worker_name(), lease_seconds)
+            return turn_queries.claim_with_context(session, turn_id, stage.waiting, stage.working, process_identity.this_process(), lease_seconds)
 
     try:
-        try:
-            claimed = claim()
-        except OperationalError:
-            claimed = claim()
+        claimed = _once_more_if_cut(claim)
     except OperationalError as error:
         enqueue(stage, turn_id)
         log.warning("turn %s: claiming for %s failed, so its message is back on the queue: %s", turn_id, stage.name, error)
@@ -248,6 +253,20 @@ def retry_or_fail(stage: Stage, claim: turn_queries.Claim, reason: str, lease_ex
     log.warning("turn %s: %s will be tried again (%s)", claim.turn_id, stage.name, reason)
     enqueue(stage, claim.turn_id)
     return "requeued"
+
+
+def hand_on_from_ended_holders(held: list[tuple[turn_queries.Claim, str | None]]) -> list[tuple[str, int, str]]:
+    """Hand on (or fail, past max_attempts) each turn whose holder was a process of this machine
+    that has ended: a redelivered message or the reconciler finds it long before its lease runs
+    out. (stage name, turn id, "requeued" | "failed") of each one handed on."""
+    handed = []
+    for claim, holder in held:
+        if process_identity.is_gone(holder):
+            stage = BY_WORKING_STATE[claim.working.value]
+            outcome = retry_or_fail(stage, claim, f"its worker process ended ({holder})")
+            if outcome is not None:
+                handed.append((stage.name, claim.turn_id, outcome))
+    return handed
 
 
 def _guarded(stage: Stage, work: Work, context: TurnContext) -> Outcome:

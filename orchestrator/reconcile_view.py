@@ -23,18 +23,19 @@ def _when(report: ReconcileReport, expires_at: datetime) -> str:
 
 
 def reconcile_dict(report: ReconcileReport) -> dict[str, Any]:
-    return {"expired": report.expired, "requeued": report.requeued, "failed": report.failed,
+    return {"expired": report.expired, "ended_holders": report.ended_holders, "requeued": report.requeued, "failed": report.failed,
             "leased": [{"turn_id": turn_id, "state": state, "lease_expires_at": _aware(expires_at).isoformat(),
                         "expires_in_s": round(_seconds_left(report, expires_at), 1)} for turn_id, state, expires_at in report.leased]}
 
 
 def reconcile_lines(report: ReconcileReport) -> list[str]:
     requeued = ", ".join(f"turn {turn_id} to {stage}" for stage, turn_id in report.requeued[:SHOWN_LEASES])
-    lines = [f"{len(report.expired)} expired lease(s) handed on, {len(report.requeued)} turn(s) re-enqueued"
+    lines = [f"{len(report.expired)} expired lease(s) handed on, {len(report.ended_holders)} claim(s) of ended worker processes handed on, "
+             f"{len(report.requeued)} turn(s) re-enqueued"
              + (f" ({requeued}{', ...' if len(report.requeued) > SHOWN_LEASES else ''})" if requeued else "")
              + f", {len(report.failed)} failed"]
     if not report.leased:
-        if not (report.expired or report.requeued):
+        if not (report.expired or report.ended_holders or report.requeued):
             lines.append("nothing to do: no lease ran out and no waiting turn lost its message")
         return lines
     shown = "; ".join(f"turn {turn_id} {state} until {_when(report, expires_at)}" for turn_id, state, expires_at in report.leased[:SHOWN_LEASES])

@@ -1,16 +1,18 @@
-"""Re-enqueue what was lost: turns whose lease ran out (their worker died) and waiting turns whose
+"""Re-enqueue what was lost: turns whose lease ran out (their worker died) or whose holder was a
+process of this host that has ended (no need to wait for its lease), and waiting turns whose
 message is gone (a wiped or restarted Redis, or a worker that died holding it). Postgres alone
 says what must happen next."""
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from db import turns as turn_queries
 from db.session import statement_scope
 from orchestrator.broker_queue import queued_turns
-from orchestrator.pipeline import retry_or_fail
+from orchestrator.pipeline import hand_on_from_ended_holders, retry_or_fail
 from orchestrator.queues import enqueue
 from orchestrator.settings import get_settings
 from orchestrator.stages import BY_WAITING_STATE, BY_WORKING_STATE
@@ -25,6 +27,7 @@ PASS_LIMIT = 2000
 @dataclass
 class ReconcileReport:
     expired: list[int] = field(default_factory=list)
+    ended_holders: list[int] = field(default_factory=list)  # held by a process of this host that has ended
     requeued: list[tuple[str, int]] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     # What it left alone: working turns whose lease still runs (turn id, state, lease end), and the
@@ -45,6 +48,14 @@ def reconcile(older_than_s: float = 60.0, limit: int = PASS_LIMIT) -> ReconcileR
         waiting = turn_queries.waiting_since(session, now - timedelta(seconds=older_than_s), limit)
         report.leased = turn_queries.live_leases(session, now, limit)
         report.now = now
+        held_here = turn_queries.held_claims(session, holder_prefix=f"{socket.gethostname()}:")
+    for stage_name, turn_id, outcome in hand_on_from_ended_holders(held_here):
+        report.ended_holders.append(turn_id)
+        if outcome == "requeued":
+            report.requeued.append((stage_name, turn_id))
+        else:
+            report.failed.append(turn_id)
+    report.leased = [lease for lease in report.leased if lease[0] not in report.ended_holders]
     for claim in expired:
         stage = BY_WORKING_STATE[claim.working.value]
         report.expired.append(claim.turn_id)

@@ -1,6 +1,7 @@
-"""Three ways a turn could be lost or taken from a live worker, each reproduced on the real parts
+"""Ways a turn could be lost, held up or taken from a live worker, each reproduced on the real parts
 (Postgres, Redis, a Celery worker where one is needed): a dead worker's unacknowledged message, a
-turn that cannot even be loaded, and a lease renewed while the reconciler acts on it."""
+turn that cannot even be loaded, a lease renewed while the reconciler acts on it, a worker whose
+database is unreachable, and a claim whose process has ended while its lease still runs."""
 from __future__ import annotations
 
 import subprocess
@@ -9,6 +10,7 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db import turns as turn_queries
@@ -141,4 +143,70 @@ def test_a_worker_that_cannot_reach_its_database_hands_the_message_back_before_i
         assert queued == [(GENERATE.task_name, turn_id)] * 2  # each delivery back on the queue, for a worker whose database answers
     turn = wait_for(lambda: (t := turn_row(db, turn_id))["generated_at"] and t, 60, "a worker that reaches the database to generate it")
     assert turn["attempts"] >= 1 and turn["error"] is None
+    cluster.kturn("cancel", str(run_id))
+
+
+# A process that says who it is (as a claim records it), then waits to be killed.
+HOLDER = """
+import sys
+from orchestrator.process_identity import this_process
+print(this_process(), flush=True)
+sys.stdin.read()
+"""
+
+# A delivery of the turn to a worker, as `run_stage` gets it.
+DELIVER = """
+import sys
+from orchestrator.pipeline import run_stage
+from orchestrator.stages import GENERATE
+run_stage(GENERATE, int(sys.argv[1]), work=None)
+"""
+
+
+def claimed_by_a_process_that_ends(cluster, db, postgres_url) -> tuple[int, int, subprocess.Popen]:
+    """A run whose turn is claimed, with an hour's lease, by a live process of this host."""
+    run_id, turn_id = new_run(cluster, db)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER], env=cluster.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    with session_scope(to_sqlalchemy_url(postgres_url)) as session:
+        assert turn_queries.claim(session, turn_id, TurnState.pending, TurnState.generating, holder.stdout.readline().strip(), 3600)
+    return run_id, turn_id, holder
+
+
+def test_the_reconciler_hands_on_a_claim_whose_process_ended_without_waiting_for_its_lease(cluster, db, postgres_url):
+    with cluster.stopped("generate"):
+        run_id, turn_id, holder = claimed_by_a_process_that_ends(cluster, db, postgres_url)
+        other_run, elsewhere = new_run(cluster, db)
+        with db.begin() as connection:  # a claim of another machine: this host cannot judge it
+            connection.execute(text("UPDATE turns SET state = 'generating', attempts = 1, stage_attempts = 1, claimed_by = 'elsewhere:1:4026531836:1', "
+                                    "lease_expires_at = now() + interval '1 hour' WHERE id = :id"), {"id": elsewhere})
+        alive = cluster.kturn_json("reconcile", "--older-than", "3600")
+        assert alive["ended_holders"] == [] and turn_row(db, turn_id)["state"] == "generating"
+        said = cluster.kturn("reconcile", "--older-than", "3600").stdout  # what it waits for, and until when
+        assert "lease(s) that still run" in said and f"turn {turn_id} generating until" in said and "UTC (in 59m" in said, said
+        holder.kill()
+        holder.wait()
+        ended = cluster.kturn_json("reconcile", "--older-than", "3600")
+        assert ended["ended_holders"] == [turn_id] and ["generate", turn_id] in ended["requeued"]
+        turn = turn_row(db, turn_id)
+        assert (turn["state"], turn["claimed_by"], turn["attempts"]) == ("pending", None, 1)
+        assert turn_row(db, elsewhere)["state"] == "generating"
+    cluster.kturn("cancel", str(run_id))
+    cluster.kturn("cancel", str(other_run))
+
+
+def test_a_redelivered_message_hands_on_a_claim_whose_process_ended(cluster, db, postgres_url, redis_url):
+    import redis
+
+    with cluster.stopped("generate"):
+        run_id, turn_id, holder = claimed_by_a_process_that_ends(cluster, db, postgres_url)
+        client = redis.Redis.from_url(redis_url)
+        client.delete("generate")
+        subprocess.run([sys.executable, "-c", DELIVER, str(turn_id)], env=cluster.env, check=True, timeout=60)
+        assert turn_row(db, turn_id)["state"] == "generating" and client.llen("generate") == 0  # a live holder keeps its turn
+        holder.kill()
+        holder.wait()
+        subprocess.run([sys.executable, "-c", DELIVER, str(turn_id)], env=cluster.env, check=True, timeout=60)
+        turn = turn_row(db, turn_id)
+        assert (turn["state"], turn["claimed_by"]) == ("pending", None)
+        assert [message_turn(m) for m in client.lrange("generate", 0, -1)] == [(GENERATE.task_name, turn_id)]
     cluster.kturn("cancel", str(run_id))
