@@ -344,6 +344,13 @@ def waiting_since(session: Session, before: datetime, limit: int | None = None) 
     return [tuple(row) for row in rows]
 
 
+def waiting_in_trajectory(session: Session, trajectory_id: int, from_index: int) -> list[tuple[int, str]]:
+    """(id, state) of the trajectory's turns from `from_index` on that wait for a stage."""
+    rows = session.execute(select(Turn.id, Turn.state).where(Turn.trajectory_id == trajectory_id, Turn.turn_index >= from_index,
+                                                            Turn.state.in_(WAITING)))
+    return [tuple(row) for row in rows]
+
+
 def live_leases(session: Session, now: datetime, limit: int | None = None) -> list[tuple[int, str, datetime]]:
     """(id, state, lease end) of working turns whose lease still runs: their worker may be alive,
     so the reconciler waits."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import takewhile
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
@@ -28,7 +28,7 @@ from orchestrator.queues import enqueue
 from orchestrator.rewards import discounted_returns
 from orchestrator.run_config import RunConfig
 from orchestrator.settings import get_settings
-from orchestrator.stages import BUILD, BY_WORKING_STATE, CLEAN, EVALUATE, GENERATE, STAGES, Stage
+from orchestrator.stages import BUILD, BY_WAITING_STATE, BY_WORKING_STATE, CLEAN, EVALUATE, GENERATE, STAGES, Stage
 
 log = logging.getLogger("kturn.pipeline")
 
@@ -106,8 +106,6 @@ class StageRetry(Exception):
     that timed out on a loaded host): the turn goes back to its queue instead of being scored."""
 
 
-T = TypeVar("T")
-
 # Not the model's doing and likely to pass: the turn is handed back and tried again.
 RETRYABLE = (StageRetry, OperationalError, OSError)
 
@@ -121,11 +119,11 @@ class _ClaimBackoff:
     failures = 0  # consecutive failed claims in this process
 
     @classmethod
-    def wait(cls) -> float:
+    def wait(cls) -> None:
         delay = CLAIM_BACKOFF_S[min(cls.failures, len(CLAIM_BACKOFF_S) - 1)]
-        cls.failures += 1
+        cls.failures += 1  # shared by a threads pool's threads: it only sets how long they pause
+        log.warning("this worker waits %g s before its next message", delay)
         time.sleep(delay)
-        return delay
 
 
 def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
@@ -151,17 +149,26 @@ def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
     except RETRYABLE as error:
         retry_or_fail(stage, claim, f"{type(error).__name__}: {error}")
         return
-    for next_stage, next_turn in _once_more_if_cut(lambda: _store(url, stage, claim, context, outcome)):
+    for next_stage, next_turn in _store_once_more_if_cut(url, stage, claim, context, outcome):
         enqueue(next_stage, next_turn)
 
 
-def _once_more_if_cut(action: Callable[[], T]) -> T:
-    """A connection cut under the pool (a Postgres restart, a terminated backend) fails one
-    statement and is replaced at once: one more try, before the error counts."""
+def _store_once_more_if_cut(url: str, stage: Stage, claim: turn_queries.Claim, context: TurnContext,
+                            outcome: Outcome) -> list[tuple[Stage, int]]:
+    """The store, tried once more on a fresh connection if the first one was cut. A cut can come
+    after the commit, so the second try may find the turn already moved on: then whatever waits in
+    the trajectory from this turn on is enqueued (one more message is harmless; a missing one waits
+    for the reconciler)."""
     try:
-        return action()
-    except OperationalError:
-        return action()
+        return _store(url, stage, claim, context, outcome)
+    except OperationalError as error:
+        log.warning("turn %s: storing its %s result failed, trying once more: %s", claim.turn_id, stage.name, error)
+    follow_ups = _store(url, stage, claim, context, outcome)
+    if follow_ups:
+        return follow_ups
+    with statement_scope(url) as session:
+        waiting = turn_queries.waiting_in_trajectory(session, context.trajectory_id, context.turn_index)
+    return [(BY_WAITING_STATE[state], turn_id) for turn_id, state in waiting]
 
 
 def _claim(stage: Stage, turn_id: int, url: str, lease_seconds: float) -> tuple[turn_queries.Claim, dict[str, Any], list[dict[str, Any]]] | None:
@@ -173,11 +180,14 @@ def _claim(stage: Stage, turn_id: int, url: str, lease_seconds: float) -> tuple[
             return turn_queries.claim_with_context(session, turn_id, stage.waiting, stage.working, process_identity.this_process(), lease_seconds)
 
     try:
-        claimed = _once_more_if_cut(claim)
+        try:
+            claimed = claim()
+        except OperationalError:  # a connection cut under the pool (a terminated backend) is replaced at once
+            claimed = claim()
     except OperationalError as error:
         enqueue(stage, turn_id)
         log.warning("turn %s: claiming for %s failed, so its message is back on the queue: %s", turn_id, stage.name, error)
-        log.warning("this worker waits %g s before its next message", _ClaimBackoff.wait())
+        _ClaimBackoff.wait()  # the original message is acknowledged after: a copy for now (one more delivery is harmless)
         raise
     _ClaimBackoff.failures = 0
     return claimed

@@ -57,6 +57,8 @@ def reconcile(older_than_s: float = 60.0, limit: int = PASS_LIMIT) -> ReconcileR
             report.failed.append(turn_id)
     report.leased = [lease for lease in report.leased if lease[0] not in report.ended_holders]
     for claim in expired:
+        if claim.turn_id in report.ended_holders:
+            continue
         stage = BY_WORKING_STATE[claim.working.value]
         report.expired.append(claim.turn_id)
         outcome = retry_or_fail(stage, claim, "lease expired: its worker stopped renewing it", lease_expired=True)

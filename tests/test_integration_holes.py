@@ -19,7 +19,7 @@ from db.session import session_scope
 from orchestrator.broker_queue import message_turn
 from orchestrator.problems import BUNDLED_DIR
 from orchestrator.settings import to_sqlalchemy_url
-from orchestrator.stages import GENERATE
+from orchestrator.stages import CLEAN, GENERATE
 from tests.cluster import Cluster, free_port, rows, wait_for
 
 pytestmark = pytest.mark.integration
@@ -177,7 +177,7 @@ def test_the_reconciler_hands_on_a_claim_whose_process_ended_without_waiting_for
         run_id, turn_id, holder = claimed_by_a_process_that_ends(cluster, db, postgres_url)
         other_run, elsewhere = new_run(cluster, db)
         with db.begin() as connection:  # a claim of another machine: this host cannot judge it
-            connection.execute(text("UPDATE turns SET state = 'generating', attempts = 1, stage_attempts = 1, claimed_by = 'elsewhere:1:4026531836:1', "
+            connection.execute(text("UPDATE turns SET state = 'generating', attempts = 1, stage_attempts = 1, claimed_by = 'elsewhere:1:0123456789abcdef0123456789abcdef:4026531836:1', "
                                     "lease_expires_at = now() + interval '1 hour' WHERE id = :id"), {"id": elsewhere})
         alive = cluster.kturn_json("reconcile", "--older-than", "3600")
         assert alive["ended_holders"] == [] and turn_row(db, turn_id)["state"] == "generating"
@@ -209,4 +209,39 @@ def test_a_redelivered_message_hands_on_a_claim_whose_process_ended(cluster, db,
         turn = turn_row(db, turn_id)
         assert (turn["state"], turn["claimed_by"]) == ("pending", None)
         assert [message_turn(m) for m in client.lrange("generate", 0, -1)] == [(GENERATE.task_name, turn_id)]
+    cluster.kturn("cancel", str(run_id))
+
+
+# A delivery whose work ends by cutting every other connection to the database (the worker's pooled
+# one included), as a terminated backend or a restart that is already over would.
+CUT_BEFORE_STORE = """
+import sys
+import psycopg
+from orchestrator.pipeline import Outcome, run_stage
+from orchestrator.stages import GENERATE
+
+def work(context):
+    with psycopg.connect(sys.argv[2], autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    return Outcome(values={"raw_response": "written before the cut"})
+
+run_stage(GENERATE, int(sys.argv[1]), work)
+"""
+
+
+def test_a_store_cut_by_a_terminated_connection_is_tried_again_on_a_fresh_one(cluster, db, postgres_url, redis_url):
+    import redis
+
+    with cluster.stopped("generate"):
+        run_id, turn_id = new_run(cluster, db)
+        client = redis.Redis.from_url(redis_url)
+        client.delete("generate", "clean")
+        result = subprocess.run([sys.executable, "-c", CUT_BEFORE_STORE, str(turn_id), postgres_url], env=cluster.env,
+                                capture_output=True, text=True, timeout=60)
+        db.dispose()  # the test's own pooled connections were cut too
+        assert result.returncode == 0, result.stderr
+        assert f"turn {turn_id}: storing its generate result failed, trying once more" in result.stderr
+        turn = turn_row(db, turn_id)
+        assert (turn["state"], turn["raw_response"], turn["attempts"]) == ("generated", "written before the cut", 1)
+        assert [message_turn(m) for m in client.lrange("clean", 0, -1)] == [(CLEAN.task_name, turn_id)]
     cluster.kturn("cancel", str(run_id))

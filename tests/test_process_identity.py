@@ -1,5 +1,5 @@
-"""A claim's holder is judged ended only when it certainly has: a process of this machine and pid
-namespace whose pid no longer runs the process that claimed."""
+"""A claim's holder is judged ended only when it certainly has: a process of this machine (host name
+and boot id) and pid namespace whose pid no longer runs the process that claimed."""
 from __future__ import annotations
 
 import os
@@ -37,14 +37,18 @@ def test_an_ended_process_is_gone_even_before_it_is_reaped():
 
 
 def test_a_reused_pid_is_another_process():
-    host, pid, namespace, started = this_process().split(":")
-    assert is_gone(f"{host}:{pid}:{namespace}:{int(started) - 1}")
+    host, pid, boot, namespace, started = this_process().split(":")
+    assert is_gone(f"{host}:{pid}:{boot}:{namespace}:{int(started) - 1}")
+    assert is_gone(f"{host}:999999999:{boot}:{namespace}:{started}")  # no such process
 
 
 def test_what_this_process_cannot_judge_is_left_to_the_lease():
-    host, pid, namespace, started = this_process().split(":")
-    assert not is_gone(f"another-{host}:{pid}:{namespace}:{started}")
-    assert not is_gone(f"{host}:{os.getpid()}:{namespace}0:{int(started) - 1}")  # another pid namespace
-    assert not is_gone(f"{host}:999999999:{namespace}:?")
+    host, pid, boot, namespace, started = this_process().split(":")
+    ended = int(started) - 1
+    assert not is_gone(f"another-{host}:{pid}:{boot}:{namespace}:{ended}")
+    # a cloned machine of the same name, whose first pid namespace has the same number as ours
+    assert not is_gone(f"{host}:{pid}:{'0' * 32}:{namespace}:{ended}")
+    assert not is_gone(f"{host}:{os.getpid()}:{boot}:{namespace}0:{ended}")  # another pid namespace
+    assert not is_gone(f"{host}:999999999:{boot}:{namespace}:?")
     assert not is_gone(f"{host}:{pid}")  # a claim of an earlier version
     assert not is_gone(None)

@@ -86,7 +86,7 @@ class CleaningSettings:
 
     @property
     def _probe_slack(self) -> int:
-        return _probe_slack(self)
+        return _probe_slack_of(self)
 
     def probe_step(self) -> int:
         """Distance between probes: scan_step, lowered if the thresholds need it."""
@@ -114,7 +114,7 @@ class CleaningSettings:
 
 
 @lru_cache(maxsize=64)
-def _probe_slack(settings: CleaningSettings) -> int:
+def _probe_slack_of(settings: CleaningSettings) -> int:
     """A loop at the threshold must hold a probe's gram and its earlier copy one period back; the
     probes must be closer than what is left over. A scan of every period, so done once per
     thresholds: every task builds its settings anew."""
