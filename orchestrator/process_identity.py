@@ -39,6 +39,7 @@ def _identity(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}:{_boot_id()}:{_pid_namespace()}:{_start_time(pid) or UNKNOWN}"
 
 
+@lru_cache(maxsize=1)  # fixed for the life of the process
 def _boot_id() -> str:
     try:
         with open("/proc/sys/kernel/random/boot_id") as boot:
@@ -47,6 +48,7 @@ def _boot_id() -> str:
         return UNKNOWN
 
 
+@lru_cache(maxsize=1)  # fixed for the life of the process
 def _pid_namespace() -> str:
     try:
         return os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")

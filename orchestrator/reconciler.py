@@ -35,6 +35,13 @@ class ReconcileReport:
     leased: list[tuple[int, str, datetime]] = field(default_factory=list)
     now: datetime | None = None
 
+    def handed_on(self, stage_name: str, turn_id: int, outcome: str | None) -> None:
+        """What retry_or_fail did with a claim: "requeued", "failed", or None (no longer held)."""
+        if outcome == "requeued":
+            self.requeued.append((stage_name, turn_id))
+        elif outcome == "failed":
+            self.failed.append(turn_id)
+
 
 def reconcile(older_than_s: float = 60.0, limit: int = PASS_LIMIT) -> ReconcileReport:
     """`older_than_s` is the grace a waiting turn gets before its message counts as lost; a message
@@ -51,21 +58,14 @@ def reconcile(older_than_s: float = 60.0, limit: int = PASS_LIMIT) -> ReconcileR
         held_here = turn_queries.held_claims(session, holder_prefix=f"{socket.gethostname()}:")
     for stage_name, turn_id, outcome in hand_on_from_ended_holders(held_here):
         report.ended_holders.append(turn_id)
-        if outcome == "requeued":
-            report.requeued.append((stage_name, turn_id))
-        else:
-            report.failed.append(turn_id)
+        report.handed_on(stage_name, turn_id, outcome)
     report.leased = [lease for lease in report.leased if lease[0] not in report.ended_holders]
     for claim in expired:
         if claim.turn_id in report.ended_holders:
             continue
         stage = BY_WORKING_STATE[claim.working.value]
         report.expired.append(claim.turn_id)
-        outcome = retry_or_fail(stage, claim, "lease expired: its worker stopped renewing it", lease_expired=True)
-        if outcome == "requeued":
-            report.requeued.append((stage.name, claim.turn_id))
-        elif outcome == "failed":
-            report.failed.append(claim.turn_id)
+        report.handed_on(stage.name, claim.turn_id, retry_or_fail(stage, claim, "lease expired: its worker stopped renewing it", lease_expired=True))
     for turn_id, state in waiting:
         stage = BY_WAITING_STATE[state]
         if in_broker is None or (stage.task_name, turn_id) not in in_broker:
