@@ -212,8 +212,8 @@ def test_a_redelivered_message_hands_on_a_claim_whose_process_ended(cluster, db,
     cluster.kturn("cancel", str(run_id))
 
 
-# A delivery whose work ends by cutting every other connection to the database (the worker's pooled
-# one included), as a terminated backend or a restart that is already over would.
+# A delivery whose work ends by cutting its own process's other connections to the database (its
+# pooled one included; PGAPPNAME names them), as a terminated backend or a restart already over would.
 CUT_BEFORE_STORE = """
 import sys
 import psycopg
@@ -222,7 +222,8 @@ from orchestrator.stages import GENERATE
 
 def work(context):
     with psycopg.connect(sys.argv[2], autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                      "AND application_name = 'kturn-cut-store' AND pid <> pg_backend_pid()")
     return Outcome(values={"raw_response": "written before the cut"})
 
 run_stage(GENERATE, int(sys.argv[1]), work)
@@ -236,9 +237,8 @@ def test_a_store_cut_by_a_terminated_connection_is_tried_again_on_a_fresh_one(cl
         run_id, turn_id = new_run(cluster, db)
         client = redis.Redis.from_url(redis_url)
         client.delete("generate", "clean")
-        result = subprocess.run([sys.executable, "-c", CUT_BEFORE_STORE, str(turn_id), postgres_url], env=cluster.env,
+        result = subprocess.run([sys.executable, "-c", CUT_BEFORE_STORE, str(turn_id), postgres_url], env={**cluster.env, "PGAPPNAME": "kturn-cut-store"},
                                 capture_output=True, text=True, timeout=60)
-        db.dispose()  # the test's own pooled connections were cut too
         assert result.returncode == 0, result.stderr
         assert f"turn {turn_id}: storing its generate result failed, trying once more" in result.stderr
         turn = turn_row(db, turn_id)
