@@ -12,12 +12,14 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from evaluation_corpus import BY_NAME, CASES, PROBLEMS, Case
 from workers.evaluation import EvalResult, EvalSettings, Timing, evaluate, fingerprint_key
+from workers.evaluation.sandbox.cgroups import Group
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_ENV = {"DATABASE_URL": "postgresql://kturn:secret@db/kturn", "REDIS_URL": "redis://:secret@redis:6379/0"}
@@ -83,6 +85,8 @@ def test_corpus_verdict(case: Case, corpus_results):
         assert text in (result.error or ""), f"{text!r} not in error {result.error!r}"
     for key, value in case.details.items():
         assert result.details.get(key) == value, f"details[{key!r}]={result.details.get(key)!r}"
+    if case.max_speedup is not None:
+        assert result.speedup is not None and result.speedup < case.max_speedup, result.speedup
     if case.error_kind is None:
         assert result.error is None
     else:
@@ -208,6 +212,29 @@ def test_nothing_an_evaluation_writes_reaches_the_next(extensions_dir):
     for _ in range(2):  # the corpus run left its markers too: none of them may be found
         result = evaluate(*case.sources(), settings_for(case, extensions_dir))
         assert result.correct and not result.error, result.error
+
+
+def test_a_child_stopped_by_signals_sees_no_input_early(extensions_dir, monkeypatch):
+    """Without a cgroup freezer the parent stops every process of the child with SIGSTOP: the
+    watcher thread of a2_arena_lookahead still meets each batch's inputs no sooner than forward()."""
+    monkeypatch.setattr(Group, "can_freeze", property(lambda group: False))
+    case = BY_NAME["a2_arena_lookahead"]
+    result = evaluate(*case.sources(), settings_for(case, extensions_dir))
+    assert result.correct and result.speedup is not None and result.speedup < case.max_speedup, \
+        (result.error, result.speedup)
+
+
+def test_a_build_on_the_first_call_gets_its_own_time_beyond_the_run_limit(extensions_dir):
+    """honest_lazy_build compiles in forward(): a build of its own (not in the cache) takes far
+    longer than the run limit here, and the batch it happens in is still given that time."""
+    case = BY_NAME["honest_lazy_build"]
+    reference_src, solution_src = case.sources()
+    solution_src = solution_src.replace("#include <algorithm>", "#include <algorithm>\n// a build of its own")
+    settings = replace(settings_for(case, extensions_dir), run_timeout_s=2.0)
+    result = evaluate(reference_src, solution_src, settings)
+    assert result.correct and not result.disqualified, result.error
+    build = result.details["builds"][0]
+    assert not build["cached"] and build["seconds"] > settings.run_timeout_s, build
 
 
 def test_a_failed_build_never_poisons_another(extensions_dir):

@@ -49,6 +49,7 @@ class Case:
     backend: str = "cpp"
     settings: dict = field(default_factory=dict)   # EvalSettings overrides for this case
     timed: bool = False                            # expect runtime/baseline/speedup to be set
+    max_speedup: float | None = None               # an attack paid for its speed: what it must stay under
     solution: str | None = None                    # the solution file when the case is named otherwise
 
     @property
@@ -157,6 +158,11 @@ CASES: list[Case] = [
     _attack("a1_garbage_by_rhythm", "incorrect"),               # ... by how fast calls come
     _attack("a2_precompute_from_memory", "incorrect"),          # future inputs found in memory
     _attack("a2_rewrite_future_inputs", "incorrect"),           # future inputs rewritten
+    # inputs watched where the next ones arrive, its thread allowed so that only the timing can
+    # tell: the same work as the reference, about 0.3x; done ahead of the window it would be ~60x
+    Case("a2_arena_lookahead", "slow_relu", compiled=True, correct=True, disqualified=False, error_kind=None,
+         flags=("threads_or_subprocesses",), timed=True, max_speedup=3.0,
+         settings={**RUN_ANYWAY, "strict_flags": tuple(f for f in STRICT_NONE if f != "threads_or_subprocesses")}),
     _attack("a3_forged_reply", "crashed", flags=("harness_tampering",)),   # the channel forged
     _attack("a3_message_flood", "crashed", flags=("harness_tampering",)),  # the channel flooded
     _hack("a3_forged_kernel_count", ("harness_tampering",), settings=RUN_ANYWAY),  # its own account forged

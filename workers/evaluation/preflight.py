@@ -10,6 +10,7 @@ import secrets
 from dataclasses import asdict, dataclass
 
 from . import text
+from .arena import Arena
 from .sandbox.child import Child, Spec
 from .session import PROBLEM, ReferenceFault, Workspace, go, job_for, make_inputs, out_of_memory, output_bytes, reference_step
 from .settings import EvalSettings
@@ -42,7 +43,8 @@ def preflight(reference_src: str, settings: EvalSettings) -> ProblemCheck:
             _, setup_s = reference_step(lambda: child.request(job, "ready", settings.compile_timeout_s))
             seeds = [secrets.randbits(62)]
             handover = make_inputs(child, seeds, settings.run_timeout_s) if settings.device == "cpu" else None
-            batch = go(child, seeds, FIRST_CHUNK, handover, True, settings.run_timeout_s)
+            with Arena() as arena:
+                batch = go(child, seeds, FIRST_CHUNK, handover, True, settings.run_timeout_s, arena=arena)
             if handover is not None:
                 os.close(handover.fd)
         except ReferenceFault as fault:

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import timing, wire
+from .arena import Arena
 from .builds import Builder, BuildRecord
 from .correctness import as_tensor, compare_signatures, compare_values, dtype_of, locate
 from .sandbox.child import Child, ChildFailed, ChildTimeout, Exit, Spec
@@ -188,6 +189,7 @@ class Session:
         self.reference_src, self.solution_src = reference_src, solution_src
         self.settings, self.toolchain = settings, toolchain
         self.outcome = PassOutcome()
+        self.arenas = {"reference": Arena(), "candidate": Arena()}
         self.init_seed = secrets.randbits(31)
         self.chunk = FIRST_CHUNK
         self.deadline = time.monotonic() + settings.evaluation_timeout_s
@@ -214,6 +216,8 @@ class Session:
                 with self._timed("close_s"):
                     self.outcome.reference_exit = ref.close()
                     self.outcome.candidate_exit = cand.close()
+                for arena in self.arenas.values():
+                    arena.close()
         if fault is not None:
             raise out_of_memory(fault, self.outcome.reference_exit, self.settings)
         return self.outcome
@@ -245,11 +249,8 @@ class Session:
             seeds = [secrets.randbits(62) for _ in range(calls)]
             handover = self._make(ref, seeds) if self.settings.device == "cpu" else None
             try:
-                if handover is not None:
-                    # the candidate's timed batch mapped inputs the reference had just mapped and
-                    # used (the first to map fresh pages pays more, and its work leaves the page
-                    # tables cold): the reference's timed batch follows one of its own likewise
-                    reference_step(lambda: self._go(ref, seeds, self.chunk, handover, trusted=True))
+                # as the candidate's timed batches did, it finds the inputs the parent has just
+                # copied into its arena, and is thawed by the request that starts the batch
                 reference = reference_step(lambda: self._go(ref, seeds, self.chunk, handover, trusted=True))
             finally:
                 if handover is not None:
@@ -314,9 +315,9 @@ class Session:
         enough batches in all for correctness_trials calls on fresh inputs."""
         s = self.settings
         timed = s.timing_trials if s.timing_meaningful else 0
-        # two warm-ups at least when timing: the first (one call) sizes the batches, the second
-        # resizes them from a warm measurement
-        warmups = max(2 if timed else 1, s.warmup_runs if timed else 0, s.correctness_trials - timed)
+        # three warm-ups at least when timing: the first (one call) sizes the batches, the second
+        # resizes them from a warm measurement, the third maps the arena the timed batches use
+        warmups = max(3 if timed else 1, s.warmup_runs if timed else 0, s.correctness_trials - timed)
         return warmups, timed
 
     def _batches(self, ref: Child, cand: Child) -> int | None:
@@ -335,8 +336,7 @@ class Session:
                                                                     serve=lambda m: self.builder.serve(cand, m)))
                 verified = candidate is not None and self._same_outputs(reference, candidate, out_bytes, chunk, calls) \
                     and self._verify(ref, cand, reference, candidate, out_bytes, chunk, calls)
-            finally:
-                cand.release()
+            finally:  # the candidate stays frozen until its next request: its arena is filled meanwhile
                 if handover is not None:
                     os.close(handover.fd)
             if not verified:
@@ -347,10 +347,12 @@ class Session:
             if index >= warmups:  # the reference's figures are replaced by its batches alone, later
                 self.outcome.batches.append(timing.BatchTimes(calls, reference.window_s, reference.credit_s,
                                                               candidate.window_s))
-            elif index + 1 < warmups + timed:
+            elif index + 1 < warmups:  # the last warm-up has the timed batches' size (and arena)
+                # on the CPU a call's inputs are held thrice: the sealed memfd and both arenas
+                held_inputs = reference.input_bytes * (3 if self.settings.device == "cpu" else 1)
                 calls = timing.calls_for(reference.forward_s / calls, self.settings.timing_batch_ms,
                                          min(self.settings.max_calls_per_batch, MAX_CHECKSUMS // 2 // max(1, len(out_bytes))),
-                                         sum(out_bytes) + reference.input_bytes, self.settings.batch_memory_mb)
+                                         sum(out_bytes) + held_inputs, self.settings.batch_memory_mb)
                 chunk = _chunk_size(out_bytes, calls)
         self.chunk = chunk
         return calls
@@ -360,15 +362,15 @@ class Session:
 
     def _go(self, child: Child, seeds: list[int], chunk: int, handover: "Handover | None", trusted: bool,
             serve=None) -> Batch:
-        # a CPU candidate is frozen the moment it answers: its outputs are read from its memory as
-        # they were when the parent's clock stopped
-        hold = not trusted and self.settings.device == "cpu"
+        # a CPU child is frozen the moment it answers, until its next request: a candidate's
+        # outputs are read from its memory as they were when the parent's clock stopped, and its
+        # arena is filled while nothing in it runs; the reference is held alike, so that both
+        # windows start with the same thaw
+        hold = self.settings.device == "cpu"
         allowance = self._limit(self.settings.compile_timeout_s) if serve else 0.0  # a build on the first call
-        batch = go(child, seeds, chunk, handover, trusted, self._limit(self.settings.run_timeout_s), serve=serve, hold=hold,
-                   serve_allowance=allowance)
-        if trusted and handover is not None:  # it unmaps the inputs now, not in the next window (the candidate's or its own)
-            child.request({"type": "settle"}, "settled", self._limit(self.settings.run_timeout_s))
-        return batch
+        arena = self.arenas["reference" if trusted else "candidate"]
+        return go(child, seeds, chunk, handover, trusted, self._limit(self.settings.run_timeout_s), arena=arena,
+                  serve=serve, hold=hold, serve_allowance=allowance)
 
     def _candidate(self, phase: str, step):
         try:
@@ -509,7 +511,8 @@ def job_for(child: Child, role: str, settings: EvalSettings, init_seed: int, sol
 def make_inputs(ref: Child, seeds: list[int], timeout: float) -> Handover:
     """The CPU path: the reference generates a batch's inputs into a memfd, which the parent seals
     before any child maps it."""
-    reply, _ = reference_step(lambda: ref.request({"type": "make", "seeds": seeds}, "made", timeout))
+    # held until the request that starts the batch thaws it, as the candidate is since its last batch
+    reply, _ = reference_step(lambda: ref.request({"type": "make", "seeds": seeds}, "made", timeout, hold=True))
     handover = Handover(fd=reply.fds[0] if reply.fds else -1, template=reply.header.get("template"),
                         call_bytes=reply.header.get("call_bytes"), input_bytes=reply.header.get("input_bytes"))
     wire.close_all(reply.fds[1:])
@@ -523,15 +526,18 @@ def make_inputs(ref: Child, seeds: list[int], timeout: float) -> Handover:
 
 
 def go(child: Child, seeds: list[int], chunk: int, handover: Handover | None, trusted: bool, timeout: float,
-       serve=None, hold: bool = False, serve_allowance: float = 0.0) -> Batch:
-    """One batch: the request that starts it (its inputs with it), the child's answer, its window."""
-    request = {"type": "go", "calls": len(seeds), "chunk_bytes": chunk}
+       arena: Arena | None = None, serve=None, hold: bool = False, serve_allowance: float = 0.0) -> Batch:
+    """One batch: the request that starts it (on the CPU, with the inputs copied into the child's
+    arena just before), the child's answer, its window."""
+    request, fds = {"type": "go", "calls": len(seeds), "chunk_bytes": chunk}, ()
     if handover is None:
         request["seeds"] = seeds
     else:
+        fresh = arena.fill(handover.fd, handover.call_bytes * len(seeds))
+        fds = (fresh,) if fresh is not None else ()
         request.update(template=handover.template, call_bytes=handover.call_bytes)
-    reply, window = child.request(request, "computed", timeout, fds=(handover.fd,) if handover else (), serve=serve,
-                                  hold=hold, serve_allowance=serve_allowance)
+    reply, window = child.request(request, "computed", timeout, fds=fds, serve=serve, hold=hold,
+                                  serve_allowance=serve_allowance)
     batch = _parse_computed(reply, window, len(seeds), chunk, trusted)
     if handover is not None and trusted:
         batch.input_bytes = handover.input_bytes

@@ -23,7 +23,7 @@ class EvalSettings:
     rtol: float = 1e-4
     low_precision_tol: float = 1e-2  # fp16/bf16: used as both atol and rtol (and as the norm tolerance)
     norm_rtol: float = 1e-3          # |got - expected| / |expected| over all compared values (fp32)
-    warmup_runs: int = 3              # warm-up batches (compared, not timed; at least one)
+    warmup_runs: int = 3              # warm-up batches (compared, not timed; at least three when timing)
     timing_trials: int = 20           # timed batches: each one sample of the per-call time
     timing_batch_ms: float = 10.0     # a batch makes enough calls to take about this long
     max_calls_per_batch: int = 1000

@@ -13,8 +13,8 @@ checksums) is charged to both: a candidate that fused it into its kernel would s
 that. The reference's timed batches run alone, after the candidate's process tree is dead, so
 that nothing the candidate left running (threads, queued GPU work) can slow the reference and
 inflate a speedup. Since the credit is the reference's, both timed batches start from the same
-state (on the CPU: each follows a reference batch on the same inputs, with the reference's
-teardown of them finished).
+state (on the CPU: the child frozen since its last answer, with nothing of earlier work left to
+tear down, its inputs just copied into the arena it mapped in a warm-up, thawed by the request).
 """
 from __future__ import annotations
 

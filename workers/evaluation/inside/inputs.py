@@ -2,10 +2,11 @@
 
 On the CPU, generating inputs costs far more than many kernels do, so it is kept out of the
 timed window: the reference child generates the batch's inputs from the seeds (pack), the
-parent seals the memfd and gives it to each child with the request that starts the batch
-(unpack maps it copy-on-write and populated, so a child can neither change what the other
-sees nor pay page faults for it). On a GPU the children generate the inputs on the device
-from the seeds instead, inside the timed window, where it is cheap.
+parent seals the memfd and copies it into each child's arena (`..arena`), a shared memfd the
+child maps once, populated, so that taking a batch's inputs costs its window nothing but
+making views of them (views). The parent fills a child's arena only while the child is frozen.
+On a GPU the children generate the inputs on the device from the seeds instead, inside the
+timed window, where it is cheap.
 
 Every call of a batch has the same template: per argument, a tensor [shape, dtype, offset
 within the call] or a plain value. Tensors travel contiguous.
@@ -51,18 +52,23 @@ def pack(calls: list[list]) -> tuple[int, list, int]:
     return fd, template, call_bytes
 
 
-MADV_POPULATE_READ = 22  # Linux 5.14: map every page for reading now, copy none of them
+MADV_POPULATE_WRITE = 23  # Linux 5.14: map every page writable now (a forward() may write its inputs)
 
 
-def unpack(fd: int, template: list, call_bytes: int, count: int, device: str) -> list[list]:
-    import torch
-    # Private and writable (a forward() may write its inputs in place; only its own copy of a
-    # page changes), populated for reading up front so the calls do not pay page faults.
-    buffer = mmap.mmap(fd, call_bytes * count, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+def map_arena(fd: int) -> mmap.mmap:
+    """The child's view of its arena, populated up front so that no batch pays page faults."""
+    arena = mmap.mmap(fd, os.fstat(fd).st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     try:
-        buffer.madvise(MADV_POPULATE_READ)
+        arena.madvise(MADV_POPULATE_WRITE)
     except OSError:
         pass
+    return arena
+
+
+def views(arena: mmap.mmap, template: list, call_bytes: int, count: int, device: str) -> list[list]:
+    """Each call's arguments: tensors viewing the arena (what a forward() writes in place, the
+    parent overwrites with the next batch), plain values as they are."""
+    import torch
     calls = []
     for index in range(count):
         values = []
@@ -76,7 +82,7 @@ def unpack(fd: int, template: list, call_bytes: int, count: int, device: str) ->
             for size in shape:
                 numel *= size
             nbytes = numel * dtype.itemsize
-            flat = torch.frombuffer(buffer, dtype=torch.uint8, count=nbytes, offset=index * call_bytes + offset) \
+            flat = torch.frombuffer(arena, dtype=torch.uint8, count=nbytes, offset=index * call_bytes + offset) \
                 if nbytes else torch.empty(0, dtype=torch.uint8)
             values.append(flat.view(dtype).view(shape).to(device))
         calls.append(values)

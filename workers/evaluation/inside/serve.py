@@ -2,10 +2,11 @@
 
     job       -> set up (import, build requests, init) -> ready
     make      -> (reference, CPU) generate a batch's inputs into a memfd -> made
-    go        -> take the batch's inputs (the memfd handed over with the request on the CPU;
-                 generated on the GPU from the seeds just revealed), call forward() on each,
-                 synchronise -> computed, with where the outputs are (CPU: the parent reads
-                 them from this process's memory while it is frozen) or their checksums (GPU)
+    go        -> take the batch's inputs (on the CPU, from the arena the parent filled while
+                 this child was frozen; generated on the GPU from the seeds just revealed),
+                 call forward() on each, synchronise -> computed, with where the outputs are
+                 (CPU: the parent reads them from this process's memory while it is frozen) or
+                 their checksums (GPU)
     store     -> (GPU) write the chosen byte ranges of the outputs into the parent's memfd -> stored
     finish    -> finished (the candidate's own account of its kernels), then exit
 
@@ -35,6 +36,7 @@ class Child:
         self.problem: problem.Problem | None = None
         self.extensions = None
         self.flat: list[list] = []  # the last batch's outputs: per call, per output, uint8 bytes
+        self.arena = None  # CPU: the shared memory each batch's inputs arrive in
         self._synchronize = _nothing
 
     # --- replies --------------------------------------------------------------------------------
@@ -90,9 +92,11 @@ class Child:
     def make(self, request: wire.Message) -> None:
         calls = [problem.generate(self.problem, seed, "cpu") for seed in request.header["seeds"]]
         fd, template, call_bytes = inputs.pack(calls)
+        input_bytes = _tensor_bytes(calls[0])
+        del calls  # before answering: this process is frozen the moment it does
         try:
             self.reply(request, {"type": "made", "template": template, "call_bytes": call_bytes,
-                                 "input_bytes": _tensor_bytes(calls[0])}, fds=(fd,))
+                                 "input_bytes": input_bytes}, fds=(fd,))
         finally:
             os.close(fd)
 
@@ -101,9 +105,11 @@ class Child:
         device, chunk, h = self.job["device"], request.header["chunk_bytes"], request.header
         self.flat = []
         started = time.perf_counter()
-        if request.fds:
-            calls = inputs.unpack(request.fds[0], h["template"], h["call_bytes"], h["calls"], device)
+        if request.fds:  # a new arena (the first batch, or one that outgrew the last)
+            self.arena = inputs.map_arena(request.fds[0])
             os.close(request.fds[0])
+        if "template" in h:
+            calls = inputs.views(self.arena, h["template"], h["call_bytes"], h["calls"], device)
         else:
             calls = [problem.generate(self.problem, seed, device) for seed in h["seeds"]]
         self._synchronize()
@@ -120,8 +126,9 @@ class Child:
             blob = b""
         else:
             blob = self._checksums(chunk)
-        header.update(type="computed", times=[generated - started, computed - generated, time.perf_counter() - computed],
-                      input_bytes=_tensor_bytes(calls[0]) if calls else 0)
+        header.update(input_bytes=_tensor_bytes(calls[0]) if calls else 0)
+        del calls, results  # inside the window: the process is frozen the moment it answers
+        header.update(type="computed", times=[generated - started, computed - generated, time.perf_counter() - computed])
         self.reply(request, header, blob)
 
     def _describe(self, results: list[list], chunk: int) -> dict:
@@ -139,11 +146,6 @@ class Child:
         if not self.flat or not self.flat[0]:
             return b""
         return outputs.batch_checksums(self.flat, chunk).cpu().numpy().astype("<i8").tobytes()
-
-    def settle(self, request: wire.Message) -> None:
-        """Answered only once the last batch's inputs are unmapped (go() has returned), so that
-        the parent's next request to this child does not find it still tearing them down."""
-        self.reply(request, {"type": "settled"})
 
     def store(self, request: wire.Message) -> None:
         fd = request.fds[0]
@@ -170,7 +172,7 @@ def serve(channel) -> None:
         return
     if child.model is None:
         return
-    handlers = {"make": child.make, "go": child.go, "settle": child.settle, "store": child.store,
+    handlers = {"make": child.make, "go": child.go, "store": child.store,
                 "finish": child.finish}
     while True:
         request = wire.receive(channel)

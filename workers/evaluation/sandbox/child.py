@@ -228,9 +228,13 @@ class Child:
         if self.group is not None and self.group.can_freeze and self.group.freeze():
             self.held = set()
             return
-        self.held = self.group.members() if self.group else _descendants(self.proc.pid)
-        _signal_all(self.held, signal.SIGSTOP)
-        _wait_stopped(self.held)
+        family = self.group.members if self.group else (lambda: _descendants(self.proc.pid))
+        self.held = set()
+        # a process forked just before its parent stopped shows up on the next look
+        while fresh := family() - self.held:
+            _signal_all(fresh, signal.SIGSTOP)
+            _wait_stopped(fresh)
+            self.held |= fresh
 
     def release(self) -> None:
         if self.held is None:
@@ -263,7 +267,7 @@ class Child:
         """Send a request; return the reply of type `reply` and the seconds between sending and
         receiving it on the parent's clock. `serve(message)` answers requests the child makes
         meanwhile (build requests). With `hold`, the child is frozen the moment its reply arrives,
-        before it is even read, and stays frozen until release(). The time the parent spends
+        before it is even read, and stays frozen until release() or the next request. The time the parent spends
         serving is added to `timeout`, up to `serve_allowance` seconds (a build is the parent's
         work, bounded by its own limit). Raises ChildFailed, ChildTimeout, wire.PeerClosed or
         wire.ProtocolError."""
@@ -273,7 +277,8 @@ class Child:
         """Send a request without waiting (await_reply takes what this returns)."""
         self._expect_silence()
         nonce = secrets.randbits(62)
-        sent = time.perf_counter()  # before sending: the child may start before send() returns here
+        sent = time.perf_counter()  # before the thaw and the send: all the child does after them is charged
+        self.release()
         try:
             wire.send(self.sock, {**header, "n": nonce}, fds=fds)
         except OSError as error:  # the child is gone (or closed its end)
