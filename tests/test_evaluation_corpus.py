@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluation_corpus import BY_NAME, CASES, PROBLEMS, Case
+from evaluation_corpus import BY_NAME, CASES, PROBLEMS, SOLUTIONS, Case
 from workers.evaluation import EvalResult, EvalSettings, Timing, evaluate, fingerprint_key
+from workers.evaluation.flags import DEFAULT_STRICT_FLAGS, KERNEL_REQUIREMENT_FLAGS
 from workers.evaluation.sandbox.cgroups import Group
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,6 +223,19 @@ def test_a_child_stopped_by_signals_sees_no_input_early(extensions_dir, monkeypa
     result = evaluate(*case.sources(), settings_for(case, extensions_dir))
     assert result.correct and result.speedup is not None and result.speedup < case.max_speedup, \
         (result.error, result.speedup)
+
+
+def test_without_a_freezer_the_same_work_is_timed_alike(extensions_dir, monkeypatch):
+    """Without a cgroup freezer the inputs are copied into a child's arena inside its window: the
+    copy must cost both children alike (it once cost the reference a first mapping of fresh
+    pages, and the reference's own code as the answer came out 5x faster than itself)."""
+    monkeypatch.setattr(Group, "can_freeze", property(lambda group: False))
+    strict = tuple(f for f in DEFAULT_STRICT_FLAGS if f not in KERNEL_REQUIREMENT_FLAGS)
+    settings = EvalSettings(**BASE_SETTINGS, strict_flags=strict, extensions_dir=extensions_dir)
+    result = evaluate((PROBLEMS / "big_relu.py").read_text(), (SOLUTIONS / "torch_wrapped_reference.py").read_text(),
+                      settings)
+    assert result.correct and not result.disqualified, result.error
+    assert 0.5 < result.speedup < 2, result.speedup
 
 
 def test_a_build_on_the_first_call_gets_its_own_time_beyond_the_run_limit(extensions_dir):

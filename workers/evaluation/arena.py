@@ -3,13 +3,16 @@ each batch's inputs, copied from the sealed memfd the reference made them in.
 
 Why: mapping a fresh memfd per batch costs the child page-table work in its timed window (for
 a memory-bound kernel, more than the kernel itself), and that cost differs from one process to
-the other by more than the accuracy asked of a speedup. An arena is mapped and populated once,
-in a warm-up batch; later batches only find new bytes in it.
+the other by more than the accuracy asked of a speedup. An arena is handed over in a request of
+its own, untimed, in which the child maps it and populates it (so its pages are the child's, in
+its memory cap, not the worker's); later batches only find new bytes in it.
 
-Secrecy holds because the parent fills a child's arena only while that child is frozen (it is
-held from its reply to one batch until the request that starts the next, whose clock starts
-before the thaw): nothing in the child can see a batch's inputs before its window opens. The
-arena is sealed against resizing, so a child cannot shrink it under the parent's copy.
+Secrecy: under a cgroup freezer the parent fills a child's arena while the child is frozen (held
+from its answer to one batch until the request that starts the next, whose clock starts before
+the thaw), so nothing in the child can see a batch's inputs before its window opens. Processes
+stopped by signals can set each other going again, so without a freezer the copy is made inside
+the window instead (charged to both children alike). The arena is sealed against resizing, so a
+child cannot shrink it under the parent's copy.
 """
 from __future__ import annotations
 
@@ -24,26 +27,20 @@ class Arena:
         self.size = 0
         self._map: mmap.mmap | None = None
 
-    def fill(self, source_fd: int, length: int) -> int | None:
-        """Copy `length` bytes of the (sealed) source memfd in. Returns the arena's fd when it is
-        new (it had to grow), to be handed to the child with the request; else None."""
-        fresh = None
-        if length > self.size:
-            self.close()
-            self._create(length)
-            fresh = self.fd
-        if length:
-            with mmap.mmap(source_fd, length, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as source, \
-                    memoryview(source) as src, memoryview(self._map) as dst:
-                dst[:length] = src
-        return fresh
-
-    def _create(self, size: int) -> None:
+    def grow(self, size: int) -> int:
+        """A new, empty arena of `size` bytes in place of the old one; its fd, for the child."""
+        self.close()
         self.fd = os.memfd_create("kturn-arena", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         os.ftruncate(self.fd, size)
         fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
         self.size = size
         self._map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        return self.fd
+
+    def fill(self, source: mmap.mmap, length: int) -> None:
+        """Copy the first `length` bytes of the source (the parent's view of a sealed memfd) in."""
+        with memoryview(source) as src, memoryview(self._map) as dst:
+            dst[:length] = src[:length]
 
     def close(self) -> None:
         if self._map is not None:

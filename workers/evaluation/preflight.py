@@ -5,7 +5,6 @@ limits, or it says plainly why not; its forward() time and the peak memory of it
 back for the run's limits and for the record."""
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import asdict, dataclass
 
@@ -46,7 +45,7 @@ def preflight(reference_src: str, settings: EvalSettings) -> ProblemCheck:
             with Arena() as arena:
                 batch = go(child, seeds, FIRST_CHUNK, handover, True, settings.run_timeout_s, arena=arena)
             if handover is not None:
-                os.close(handover.fd)
+                handover.close()
         except ReferenceFault as fault:
             exit_ = child.close()
             fault = out_of_memory(fault, exit_, settings)

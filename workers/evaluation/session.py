@@ -16,6 +16,7 @@ import contextlib
 import errno
 import fcntl
 import math
+import mmap
 import os
 import secrets
 import shutil
@@ -152,13 +153,19 @@ def seal(fd: int, seals: int) -> None:
             time.sleep(0.001 * (attempt + 1))
 
 
+MADV_POPULATE_READ = 22  # Linux 5.14: map every page for reading now
+
+
 @dataclass
 class Handover:
-    """A batch's inputs in a sealed memfd (CPU): what the reference generated, as it did."""
+    """A batch's inputs in a sealed memfd (CPU): what the reference generated, as it did, and the
+    parent's view of them, populated before any window, so that copying them into either child's
+    arena costs the same."""
     fd: int
     template: list
     call_bytes: int
     input_bytes: int
+    view: mmap.mmap | None = None
 
     def check(self, calls: int) -> None:
         if not (isinstance(self.template, list) and all(isinstance(t, dict) and len(t) == 1 for t in self.template)):
@@ -168,6 +175,15 @@ class Handover:
         if os.fstat(self.fd).st_size != self.call_bytes * calls:
             raise ValueError("memfd of the wrong size")
         seal(self.fd, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+        self.view = mmap.mmap(self.fd, self.call_bytes * calls, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        with contextlib.suppress(OSError):
+            self.view.madvise(MADV_POPULATE_READ)
+
+    def close(self) -> None:
+        if self.view is not None:
+            self.view.close()
+        if self.fd >= 0:
+            os.close(self.fd)
 
 
 @dataclass
@@ -213,11 +229,13 @@ class Session:
                 fault = error
             finally:
                 self.outcome.builds = builder.records
-                with self._timed("close_s"):
-                    self.outcome.reference_exit = ref.close()
-                    self.outcome.candidate_exit = cand.close()
-                for arena in self.arenas.values():
-                    arena.close()
+                try:
+                    with self._timed("close_s"):
+                        self.outcome.reference_exit = ref.close()
+                        self.outcome.candidate_exit = cand.close()
+                finally:
+                    for arena in self.arenas.values():
+                        arena.close()
         if fault is not None:
             raise out_of_memory(fault, self.outcome.reference_exit, self.settings)
         return self.outcome
@@ -236,6 +254,7 @@ class Session:
         with self._timed("finish_s"):
             self.outcome.summary = self._finish(cand)
         self.outcome.candidate_exit = cand.close()  # it and everything it started are gone ...
+        self.arenas["candidate"].close()
         if self.outcome.summary is not None and self.outcome.batches:
             with self._timed("baseline_s"):
                 self._reference_alone(ref, calls)  # ... before the reference is timed
@@ -254,7 +273,7 @@ class Session:
                 reference = reference_step(lambda: self._go(ref, seeds, self.chunk, handover, trusted=True))
             finally:
                 if handover is not None:
-                    os.close(handover.fd)
+                    handover.close()
             timed.append(timing.BatchTimes(calls, reference.window_s, reference.credit_s, candidate.candidate_window_s))
             self.outcome.walls["windows_s"] = round(self.outcome.walls["windows_s"] + reference.window_s, 4)
         self.outcome.batches = timed
@@ -316,7 +335,8 @@ class Session:
         s = self.settings
         timed = s.timing_trials if s.timing_meaningful else 0
         # three warm-ups at least when timing: the first (one call) sizes the batches, the second
-        # resizes them from a warm measurement, the third maps the arena the timed batches use
+        # resizes them from a warm measurement, the third runs at the timed batches' size (so that
+        # none of them is the first to need that much memory)
         warmups = max(3 if timed else 1, s.warmup_runs if timed else 0, s.correctness_trials - timed)
         return warmups, timed
 
@@ -338,7 +358,7 @@ class Session:
                     and self._verify(ref, cand, reference, candidate, out_bytes, chunk, calls)
             finally:  # the candidate stays frozen until its next request: its arena is filled meanwhile
                 if handover is not None:
-                    os.close(handover.fd)
+                    handover.close()
             if not verified:
                 return None
             self.outcome.walls["windows_s"] = round(self.outcome.walls.get("windows_s", 0.0) + reference.window_s
@@ -347,7 +367,7 @@ class Session:
             if index >= warmups:  # the reference's figures are replaced by its batches alone, later
                 self.outcome.batches.append(timing.BatchTimes(calls, reference.window_s, reference.credit_s,
                                                               candidate.window_s))
-            elif index + 1 < warmups:  # the last warm-up has the timed batches' size (and arena)
+            elif index + 1 < warmups:  # the last warm-up has the timed batches' size
                 # on the CPU a call's inputs are held thrice: the sealed memfd and both arenas
                 held_inputs = reference.input_bytes * (3 if self.settings.device == "cpu" else 1)
                 calls = timing.calls_for(reference.forward_s / calls, self.settings.timing_batch_ms,
@@ -510,7 +530,7 @@ def job_for(child: Child, role: str, settings: EvalSettings, init_seed: int, sol
 
 def make_inputs(ref: Child, seeds: list[int], timeout: float) -> Handover:
     """The CPU path: the reference generates a batch's inputs into a memfd, which the parent seals
-    before any child maps it."""
+    before it copies them into the children's arenas."""
     # held until the request that starts the batch thaws it, as the candidate is since its last batch
     reply, _ = reference_step(lambda: ref.request({"type": "make", "seeds": seeds}, "made", timeout, hold=True))
     handover = Handover(fd=reply.fds[0] if reply.fds else -1, template=reply.header.get("template"),
@@ -519,8 +539,7 @@ def make_inputs(ref: Child, seeds: list[int], timeout: float) -> Handover:
     try:
         handover.check(len(seeds))
     except (OSError, ValueError) as error:
-        if handover.fd >= 0:
-            os.close(handover.fd)
+        handover.close()
         raise ReferenceFault(f"the reference child handed over unusable inputs: {error}") from None
     return handover
 
@@ -528,20 +547,42 @@ def make_inputs(ref: Child, seeds: list[int], timeout: float) -> Handover:
 def go(child: Child, seeds: list[int], chunk: int, handover: Handover | None, trusted: bool, timeout: float,
        arena: Arena | None = None, serve=None, hold: bool = False, serve_allowance: float = 0.0) -> Batch:
     """One batch: the request that starts it (on the CPU, with the inputs copied into the child's
-    arena just before), the child's answer, its window."""
-    request, fds = {"type": "go", "calls": len(seeds), "chunk_bytes": chunk}, ()
+    arena), the child's answer, its window."""
+    request, inside = {"type": "go", "calls": len(seeds), "chunk_bytes": chunk}, None
     if handover is None:
         request["seeds"] = seeds
     else:
-        fresh = arena.fill(handover.fd, handover.call_bytes * len(seeds))
-        fds = (fresh,) if fresh is not None else ()
+        length = handover.call_bytes * len(seeds)
+        if arena.size < length:
+            _hand_arena(child, arena, length, timeout, hold)
+        copy = lambda: _fill(arena, handover.view, length)  # noqa: E731
+        if child.frozen_whole:  # nothing in the child can run: the copy stays out of its window
+            copy()
+        else:  # signals can be undone by the child's own processes: the copy is inside its window
+            inside = copy
         request.update(template=handover.template, call_bytes=handover.call_bytes)
-    reply, window = child.request(request, "computed", timeout, fds=fds, serve=serve, hold=hold,
-                                  serve_allowance=serve_allowance)
+    reply, window = child.request(request, "computed", timeout, serve=serve, hold=hold,
+                                  serve_allowance=serve_allowance, inside=inside)
     batch = _parse_computed(reply, window, len(seeds), chunk, trusted)
     if handover is not None and trusted:
         batch.input_bytes = handover.input_bytes
     return batch
+
+
+def _hand_arena(child: Child, arena: Arena, size: int, timeout: float, hold: bool) -> None:
+    """An untimed request: the child maps and populates a new arena (its pages charged to it)."""
+    try:
+        fd = arena.grow(size)
+    except OSError as error:
+        raise ReferenceFault(f"no memory for a batch's inputs ({size} bytes): {error}", transient=True) from None
+    child.request({"type": "arena"}, "mapped", timeout, fds=(fd,), hold=hold)
+
+
+def _fill(arena: Arena, source, length: int) -> None:
+    try:
+        arena.fill(source, length)
+    except OSError as error:
+        raise ReferenceFault(f"the batch's inputs could not be copied: {error}", transient=True) from None
 
 
 # --- helpers ----------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Timing on the parent's clock.
 
-A batch is one request: the child takes the inputs of R calls (handed over with the request on
-the CPU, generated on the GPU from seeds revealed in it), calls forward() on each, synchronises
-the device and answers (on the GPU, with checksums of every output); the parent measures from
-sending the request to receiving the answer. The candidate's process says nothing about time
+A batch is one request: the child takes the inputs of R calls (on the CPU, from its arena,
+filled by the parent just before; generated on the GPU from seeds revealed in it), calls
+forward() on each, synchronises the device and answers (on the GPU, with checksums of every
+output); the parent measures from sending the request to receiving the answer. The candidate's process says nothing about time
 that is used: everything in its window is charged to it.
 
 The reference child (trusted: it runs the problem's own code) reports where its window went;
@@ -13,8 +13,9 @@ checksums) is charged to both: a candidate that fused it into its kernel would s
 that. The reference's timed batches run alone, after the candidate's process tree is dead, so
 that nothing the candidate left running (threads, queued GPU work) can slow the reference and
 inflate a speedup. Since the credit is the reference's, both timed batches start from the same
-state (on the CPU: the child frozen since its last answer, with nothing of earlier work left to
-tear down, its inputs just copied into the arena it mapped in a warm-up, thawed by the request).
+state (on the CPU: the child frozen since its last answer, which it gave only after dropping its
+inputs, its inputs just copied into its arena, thawed by the request; each frees its previous
+batch's outputs inside the window, alike).
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
     job       -> set up (import, build requests, init) -> ready
     make      -> (reference, CPU) generate a batch's inputs into a memfd -> made
+    arena     -> (CPU) map and populate the shared memory later batches' inputs arrive in -> mapped
     go        -> take the batch's inputs (on the CPU, from the arena the parent filled while
                  this child was frozen; generated on the GPU from the seeds just revealed),
                  call forward() on each, synchronise -> computed, with where the outputs are
@@ -93,7 +94,7 @@ class Child:
         calls = [problem.generate(self.problem, seed, "cpu") for seed in request.header["seeds"]]
         fd, template, call_bytes = inputs.pack(calls)
         input_bytes = _tensor_bytes(calls[0])
-        del calls  # before answering: this process is frozen the moment it does
+        del calls  # before answering: this process is frozen the moment it answers
         try:
             self.reply(request, {"type": "made", "template": template, "call_bytes": call_bytes,
                                  "input_bytes": input_bytes}, fds=(fd,))
@@ -105,9 +106,6 @@ class Child:
         device, chunk, h = self.job["device"], request.header["chunk_bytes"], request.header
         self.flat = []
         started = time.perf_counter()
-        if request.fds:  # a new arena (the first batch, or one that outgrew the last)
-            self.arena = inputs.map_arena(request.fds[0])
-            os.close(request.fds[0])
         if "template" in h:
             calls = inputs.views(self.arena, h["template"], h["call_bytes"], h["calls"], device)
         else:
@@ -130,6 +128,13 @@ class Child:
         del calls, results  # inside the window: the process is frozen the moment it answers
         header.update(type="computed", times=[generated - started, computed - generated, time.perf_counter() - computed])
         self.reply(request, header, blob)
+
+    def take_arena(self, request: wire.Message) -> None:
+        """A new arena (the first batch's, or one that outgrew the last), mapped and populated
+        before any batch uses it (the last one is unmapped once no view of it is left)."""
+        self.arena = inputs.map_arena(request.fds[0])
+        os.close(request.fds[0])
+        self.reply(request, {"type": "mapped"})
 
     def _describe(self, results: list[list], chunk: int) -> dict:
         """The first call's output signature, the first call that differs from it, and the first
@@ -172,7 +177,7 @@ def serve(channel) -> None:
         return
     if child.model is None:
         return
-    handlers = {"make": child.make, "go": child.go, "store": child.store,
+    handlers = {"make": child.make, "go": child.go, "arena": child.take_arena, "store": child.store,
                 "finish": child.finish}
     while True:
         request = wire.receive(channel)

@@ -228,13 +228,15 @@ class Child:
         if self.group is not None and self.group.can_freeze and self.group.freeze():
             self.held = set()
             return
-        family = self.group.members if self.group else (lambda: _descendants(self.proc.pid))
-        self.held = set()
-        # a process forked just before its parent stopped shows up on the next look
-        while fresh := family() - self.held:
-            _signal_all(fresh, signal.SIGSTOP)
-            _wait_stopped(fresh)
-            self.held |= fresh
+        self.held = self.group.members() if self.group else _descendants(self.proc.pid)
+        _signal_all(self.held, signal.SIGSTOP)
+        _wait_stopped(self.held)
+
+    @property
+    def frozen_whole(self) -> bool:
+        """Held by the cgroup freezer: every process of the child, those it starts included,
+        stays stopped until released. (Processes stopped by signals can set each other going.)"""
+        return self.held is not None and not self.held and self.group is not None
 
     def release(self) -> None:
         if self.held is None:
@@ -263,21 +265,24 @@ class Child:
     # --- the conversation ---------------------------------------------------------------------------
 
     def request(self, header: dict, reply: str, timeout: float, fds: tuple[int, ...] = (),
-                serve=None, hold: bool = False, serve_allowance: float = 0.0) -> tuple[wire.Message, float]:
+                serve=None, hold: bool = False, serve_allowance: float = 0.0, inside=None) -> tuple[wire.Message, float]:
         """Send a request; return the reply of type `reply` and the seconds between sending and
         receiving it on the parent's clock. `serve(message)` answers requests the child makes
         meanwhile (build requests). With `hold`, the child is frozen the moment its reply arrives,
-        before it is even read, and stays frozen until release() or the next request. The time the parent spends
-        serving is added to `timeout`, up to `serve_allowance` seconds (a build is the parent's
-        work, bounded by its own limit). Raises ChildFailed, ChildTimeout, wire.PeerClosed or
-        wire.ProtocolError."""
-        return self.await_reply(self.send_request(header, fds), reply, timeout, serve, hold, serve_allowance)
+        before it is even read, and stays frozen until release() or the next request. The time
+        the parent spends serving is added to `timeout`, up to `serve_allowance` seconds (a build
+        is the parent's work, bounded by its own limit). `inside()` is work of the parent's own done after the
+        clock starts, before the request goes. Raises ChildFailed, ChildTimeout, wire.PeerClosed
+        or wire.ProtocolError."""
+        return self.await_reply(self.send_request(header, fds, inside), reply, timeout, serve, hold, serve_allowance)
 
-    def send_request(self, header: dict, fds: tuple[int, ...] = ()) -> tuple[int, float]:
+    def send_request(self, header: dict, fds: tuple[int, ...] = (), inside=None) -> tuple[int, float]:
         """Send a request without waiting (await_reply takes what this returns)."""
         self._expect_silence()
         nonce = secrets.randbits(62)
         sent = time.perf_counter()  # before the thaw and the send: all the child does after them is charged
+        if inside is not None:
+            inside()
         self.release()
         try:
             wire.send(self.sock, {**header, "n": nonce}, fds=fds)
