@@ -179,6 +179,7 @@ CASES: list[Case] = [
     Case("a6_planted_transient_marker", "relu", False, False, False, "compile_error",  # no escape from scoring
          error_contains=("this_method_does_not_exist",)),
     _attack("a7_hostile_text", "runtime_error", error_contains=("bad\ufffdtext",)),
+    _attack("a7_arena_given_back", "crashed", flags=("harness_tampering",), error_contains=("given back",)),
     _attack("a7_sparse_output", "incorrect", error_contains=("layout",), details={"check": "output_type"}),
     _attack("a7_meta_output", "incorrect", error_contains=("meta",), details={"check": "output_type"}),
     # the comparison's tolerance: all zeros where every expected value is below atol

@@ -11,8 +11,9 @@ Secrecy: under a cgroup freezer the parent fills a child's arena while the child
 from its answer to one batch until the request that starts the next, whose clock starts before
 the thaw), so nothing in the child can see a batch's inputs before its window opens. Processes
 stopped by signals can set each other going again, so without a freezer the copy is made inside
-the window instead (charged to both children alike). The arena is sealed against resizing, so a
-child cannot shrink it under the parent's copy.
+the window instead (from a view of the sealed inputs populated beforehand, so that it costs
+both children about alike). The arena is sealed against resizing, so a child cannot shrink it
+under the parent's copy, and a child that gives its pages back is caught before the next copy.
 """
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ class Arena:
         self.size = size
         self._map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         return self.fd
+
+    def has_hole(self) -> bool:
+        """Whether pages of the arena were given back (a hole punched, MADV_REMOVE): the parent's
+        copy would fault them in again, charged to the worker rather than to the child."""
+        return os.lseek(self.fd, 0, os.SEEK_HOLE) < self.size
 
     def fill(self, source: mmap.mmap, length: int) -> None:
         """Copy the first `length` bytes of the source (the parent's view of a sealed memfd) in."""

@@ -42,10 +42,13 @@ def preflight(reference_src: str, settings: EvalSettings) -> ProblemCheck:
             _, setup_s = reference_step(lambda: child.request(job, "ready", settings.compile_timeout_s))
             seeds = [secrets.randbits(62)]
             handover = make_inputs(child, seeds, settings.run_timeout_s) if settings.device == "cpu" else None
-            with Arena() as arena:
-                batch = go(child, seeds, FIRST_CHUNK, handover, True, settings.run_timeout_s, arena=arena)
-            if handover is not None:
-                handover.close()
+            try:
+                with Arena() as arena:
+                    batch = reference_step(lambda: go(child, seeds, FIRST_CHUNK, handover, True, settings.run_timeout_s,
+                                                      arena=arena))
+            finally:
+                if handover is not None:
+                    handover.close()
         except ReferenceFault as fault:
             exit_ = child.close()
             fault = out_of_memory(fault, exit_, settings)

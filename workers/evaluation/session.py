@@ -182,8 +182,10 @@ class Handover:
     def close(self) -> None:
         if self.view is not None:
             self.view.close()
+            self.view = None
         if self.fd >= 0:
             os.close(self.fd)
+            self.fd = -1
 
 
 @dataclass
@@ -356,7 +358,7 @@ class Session:
                                                                     serve=lambda m: self.builder.serve(cand, m)))
                 verified = candidate is not None and self._same_outputs(reference, candidate, out_bytes, chunk, calls) \
                     and self._verify(ref, cand, reference, candidate, out_bytes, chunk, calls)
-            finally:  # the candidate stays frozen until its next request: its arena is filled meanwhile
+            finally:  # the candidate stays held until its next request
                 if handover is not None:
                     handover.close()
             if not verified:
@@ -382,10 +384,10 @@ class Session:
 
     def _go(self, child: Child, seeds: list[int], chunk: int, handover: "Handover | None", trusted: bool,
             serve=None) -> Batch:
-        # a CPU child is frozen the moment it answers, until its next request: a candidate's
-        # outputs are read from its memory as they were when the parent's clock stopped, and its
-        # arena is filled while nothing in it runs; the reference is held alike, so that both
-        # windows start with the same thaw
+        # a CPU child is held the moment it answers, until its next request: a candidate's
+        # outputs are read from its memory as they were when the parent's clock stopped, and
+        # under the freezer its arena is filled while nothing in it runs; the reference is held
+        # alike, so that both windows start with the same thaw
         hold = self.settings.device == "cpu"
         allowance = self._limit(self.settings.compile_timeout_s) if serve else 0.0  # a build on the first call
         arena = self.arenas["reference" if trusted else "candidate"]
@@ -579,6 +581,8 @@ def _hand_arena(child: Child, arena: Arena, size: int, timeout: float, hold: boo
 
 
 def _fill(arena: Arena, source, length: int) -> None:
+    if arena.has_hole():  # the child's doing (the parent never frees arena pages): its fault
+        raise wire.ProtocolError("the memory its inputs arrive in was given back (pages removed from it)")
     try:
         arena.fill(source, length)
     except OSError as error:

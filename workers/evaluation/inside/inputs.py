@@ -3,8 +3,8 @@
 On the CPU, generating inputs costs far more than many kernels do, so it is kept out of the
 timed window: the reference child generates the batch's inputs from the seeds (pack), the
 parent seals the memfd and copies it into each child's arena (`..arena`), a shared memfd the
-child maps once, populated, so that taking a batch's inputs costs its window nothing but
-making views of them (views). The parent fills a child's arena only while the child is frozen.
+child maps and populates when it is handed over (map_arena), so that taking a batch's inputs
+costs its window nothing but making views of them (views).
 On a GPU the children generate the inputs on the device from the seeds instead, inside the
 timed window, where it is cheap.
 
@@ -60,8 +60,9 @@ def map_arena(fd: int) -> mmap.mmap:
     arena = mmap.mmap(fd, os.fstat(fd).st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     try:
         arena.madvise(MADV_POPULATE_WRITE)
-    except OSError:
-        pass
+    except OSError:  # an older kernel: touch every page instead
+        import torch
+        torch.frombuffer(arena, dtype=torch.uint8).zero_()
     return arena
 
 

@@ -3,8 +3,8 @@
     job       -> set up (import, build requests, init) -> ready
     make      -> (reference, CPU) generate a batch's inputs into a memfd -> made
     arena     -> (CPU) map and populate the shared memory later batches' inputs arrive in -> mapped
-    go        -> take the batch's inputs (on the CPU, from the arena the parent filled while
-                 this child was frozen; generated on the GPU from the seeds just revealed),
+    go        -> take the batch's inputs (on the CPU, from the arena the parent has just filled;
+                 generated on the GPU from the seeds just revealed),
                  call forward() on each, synchronise -> computed, with where the outputs are
                  (CPU: the parent reads them from this process's memory while it is frozen) or
                  their checksums (GPU)

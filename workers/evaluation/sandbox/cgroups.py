@@ -133,6 +133,12 @@ class Group:
         return self._wait(lambda: _read(knob).strip() == "FROZEN" if self.version == "v1"
                           else "frozen 1" in _read(os.path.join(os.path.dirname(knob), "cgroup.events")))
 
+    def freezes_anyone(self) -> bool:
+        """Whether the group the freezer acts on has members (a child that failed to join it would
+        go on running while the empty group reads as frozen)."""
+        knob = self._file("freezer.state", "cgroup.freeze")
+        return knob is not None and bool(_read(os.path.join(os.path.dirname(knob), "cgroup.procs")).split())
+
     def thaw(self) -> None:
         knob = self._file("freezer.state", "cgroup.freeze")
         if knob is not None:

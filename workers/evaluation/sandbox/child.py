@@ -83,7 +83,8 @@ class Child:
         self.messages = 0
         self.closed: Exit | None = None
         self.inner_pid: int | None = None  # what the child calls itself in its PID namespace
-        self.held: set[int] | None = None   # frozen (empty set: by the cgroup freezer)
+        self.held: set[int] | None = None   # stopped: by SIGSTOP (these pids) or the freezer
+        self.frozen_whole = False           # held by the cgroup freezer, the child in its group
         self.facts: dict = {}
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -225,27 +226,26 @@ class Child:
         nothing it runs can change its memory while the parent reads it."""
         if self.held is not None:
             return
-        if self.group is not None and self.group.can_freeze and self.group.freeze():
-            self.held = set()
-            return
-        self.held = self.group.members() if self.group else _descendants(self.proc.pid)
+        group = self.group
+        if group is not None and group.can_freeze:
+            # every process of the child, those it starts included, stays stopped until released
+            # (processes stopped by signals could set each other going: `frozen_whole` says which)
+            if group.freeze() and group.freezes_anyone():
+                self.held, self.frozen_whole = set(), True
+                return
+            group.thaw()  # a freeze that did not take must not take later
+        self.held = group.members() if group else _descendants(self.proc.pid)
         _signal_all(self.held, signal.SIGSTOP)
         _wait_stopped(self.held)
-
-    @property
-    def frozen_whole(self) -> bool:
-        """Held by the cgroup freezer: every process of the child, those it starts included,
-        stays stopped until released. (Processes stopped by signals can set each other going.)"""
-        return self.held is not None and not self.held and self.group is not None
 
     def release(self) -> None:
         if self.held is None:
             return
-        if self.held:
-            _signal_all(self.held, signal.SIGCONT)
-        elif self.group is not None:
+        if self.frozen_whole:
             self.group.thaw()
-        self.held = None
+        else:
+            _signal_all(self.held, signal.SIGCONT)
+        self.held, self.frozen_whole = None, False
 
     def read(self, address: int, length: int) -> bytes:
         pid = self.host_pid()
@@ -271,9 +271,9 @@ class Child:
         meanwhile (build requests). With `hold`, the child is frozen the moment its reply arrives,
         before it is even read, and stays frozen until release() or the next request. The time
         the parent spends serving is added to `timeout`, up to `serve_allowance` seconds (a build
-        is the parent's work, bounded by its own limit). `inside()` is work of the parent's own done after the
-        clock starts, before the request goes. Raises ChildFailed, ChildTimeout, wire.PeerClosed
-        or wire.ProtocolError."""
+        is the parent's work, bounded by its own limit). `inside()` is work of the parent's own
+        done after the clock starts, before the request goes. Raises ChildFailed, ChildTimeout,
+        wire.PeerClosed or wire.ProtocolError, and whatever `inside()` raises."""
         return self.await_reply(self.send_request(header, fds, inside), reply, timeout, serve, hold, serve_allowance)
 
     def send_request(self, header: dict, fds: tuple[int, ...] = (), inside=None) -> tuple[int, float]:
