@@ -583,10 +583,7 @@ def _hand_arena(child: Child, arena: Arena, size: int, timeout: float, hold: boo
 def _fill(arena: Arena, source, length: int) -> None:
     if arena.has_hole():  # the child's doing (the parent never frees arena pages): its fault
         raise wire.ProtocolError("the memory its inputs arrive in was given back (pages removed from it)")
-    try:
-        arena.fill(source, length)
-    except OSError as error:
-        raise ReferenceFault(f"the batch's inputs could not be copied: {error}", transient=True) from None
+    arena.fill(source, length)
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
