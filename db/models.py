@@ -92,7 +92,7 @@ class Problem(Base):
 
 class Trajectory(Base):
     __tablename__ = "trajectories"
-    __table_args__ = (UniqueConstraint("run_id", "problem_id", "sample_index"),)
+    __table_args__ = (UniqueConstraint("run_id", "problem_id", "sample_index"), Index("ix_trajectories_run_status", "run_id", "status"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)

@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, tuple_
+from sqlalchemy import exists, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from db import turns as turn_queries
@@ -122,14 +122,20 @@ def progress(session: Session, run_id: int) -> tuple[int, int]:
 
 
 def complete_if_finished(session: Session, run_id: int) -> bool:
-    run = session.get(Run, run_id, with_for_update=True)
-    done, total = progress(session, run_id)
-    if run.status != RunStatus.running.value or done < total:
+    """End a running run once none of its trajectories runs. Called as each trajectory ends: the run
+    row is locked first (two trajectories ending at once are serialised, so the second sees the
+    first's end), then one probe of ix_trajectories_run_status, not a count of the run's trajectories."""
+    status = session.scalar(select(Run.status).where(Run.id == run_id).with_for_update())
+    if status != RunStatus.running.value or session.scalar(_any_trajectory(run_id, TrajectoryStatus.running)):
         return False
-    failed = session.scalar(select(_status_count(TrajectoryStatus.failed)).where(Trajectory.run_id == run_id))
-    run.status = (RunStatus.completed_with_failures if failed else RunStatus.completed).value
-    run.finished_at = utcnow()
+    failed = session.scalar(_any_trajectory(run_id, TrajectoryStatus.failed))
+    ended = RunStatus.completed_with_failures if failed else RunStatus.completed
+    session.execute(update(Run).where(Run.id == run_id).values(status=ended.value, finished_at=utcnow()))
     return True
+
+
+def _any_trajectory(run_id: int, status: TrajectoryStatus):
+    return select(exists().where(Trajectory.run_id == run_id, Trajectory.status == status.value))
 
 
 def cancel(session: Session, run_id: int) -> int:

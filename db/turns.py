@@ -13,22 +13,23 @@ from typing import Any
 from sqlalchemy import Integer, Interval, String, and_, bindparam, case, func, insert, literal, null, select, update
 from sqlalchemy.orm import Session, aliased
 
+from db.session import Executor, dialect_of
 from db.models import (FINAL_TURN_STATES, WAITING_TURN_STATES, WORKING_TURN_STATES, Problem, Run, Trajectory, TrajectoryStatus,
                        Turn, TurnState, utcnow)
 
 
-def db_now(session: Session) -> datetime:
+def db_now(db: Executor) -> datetime:
     """The database's clock. Leases and waiting times are written by one host and judged by another
     (the reconciler), so they are all read off one clock rather than each host's own."""
-    if session.get_bind().dialect.name == "postgresql":
-        return session.scalar(select(func.now()))
+    if dialect_of(db) == "postgresql":
+        return db.scalar(select(func.now()))
     return utcnow()  # the embedded SQLite lives on one host
 
 
-def clock(session: Session):
+def clock(db: Executor):
     """The same clock as `db_now`, as an expression a statement evaluates itself: no round trip of
     its own on Postgres."""
-    return func.now() if session.get_bind().dialect.name == "postgresql" else utcnow()
+    return func.now() if dialect_of(db) == "postgresql" else utcnow()
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,13 @@ class Claim:
 # What a stage reads of its own turn: returned by the claim itself, so it costs no second read.
 CLAIMED_COLUMNS = (Turn.attempts, Turn.stage_attempts, Turn.trajectory_id, Turn.turn_index, Turn.raw_response,
                    Turn.finish_reason, Turn.code, Turn.degenerate, Turn.no_code_reason)
+CLAIMED_NAMES = tuple(column.key for column in CLAIMED_COLUMNS)  # read once: an ORM attribute's name is a lookup
 
 
-def claim(session: Session, turn_id: int, waiting: TurnState, working: TurnState, worker: str, lease_seconds: float) -> Claim | None:
+def claim(db: Executor, turn_id: int, waiting: TurnState, working: TurnState, worker: str, lease_seconds: float) -> Claim | None:
     """Move a turn from its waiting to its working state; None when another delivery got there first."""
-    dialect = session.get_bind().dialect.name
-    row = session.execute(_claiming(dialect, waiting, working), _claim_params(dialect, turn_id, worker, lease_seconds)).first()
+    dialect = dialect_of(db)
+    row = db.execute(_claiming(dialect, waiting, working), _claim_params(dialect, turn_id, worker, lease_seconds)).first()
     return None if row is None else _claim_of_row(row._asdict(), turn_id, working)
 
 
@@ -86,25 +88,25 @@ def _claim_of_row(row: dict[str, Any], turn_id: int, working: TurnState) -> Clai
     return Claim(turn_id, row["attempts"], working, row["stage_attempts"], row["trajectory_id"])
 
 
-def claim_with_context(session: Session, turn_id: int, waiting: TurnState, working: TurnState, worker: str,
+def claim_with_context(db: Executor, turn_id: int, waiting: TurnState, working: TurnState, worker: str,
                        lease_seconds: float) -> tuple[Claim, dict[str, Any], list[dict[str, Any]]] | None:
     """Claim a turn and read what its stage needs: the claim, the turn's own columns
     (CLAIMED_COLUMNS) and the rows of `context_rows`; None when the turn was not waiting.
 
     On Postgres this is one statement (the claim is a data-modifying CTE the read joins), so claim
     and read commit or fail together; SQLite has no such CTE and takes two."""
-    dialect = session.get_bind().dialect.name
+    dialect = dialect_of(db)
     params = _claim_params(dialect, turn_id, worker, lease_seconds)
     if dialect != "postgresql":
-        row = session.execute(_claiming(dialect, waiting, working), params).first()
+        row = db.execute(_claiming(dialect, waiting, working), params).first()
         if row is None:
             return None
         turn = row._asdict()
-        return _claim_of_row(turn, turn_id, working), turn, context_rows(session, turn["trajectory_id"], turn["turn_index"])
-    rows = [row._asdict() for row in session.execute(_claiming_with_context(waiting, working), params)]
+        return _claim_of_row(turn, turn_id, working), turn, context_rows(db, turn["trajectory_id"], turn["turn_index"])
+    rows = [row._asdict() for row in db.execute(_claiming_with_context(waiting, working), params)]
     if not rows:
         return None
-    turn = {column.name: rows[0][column.name] for column in CLAIMED_COLUMNS}
+    turn = {name: rows[0][name] for name in CLAIMED_NAMES}
     return _claim_of_row(turn, turn_id, working), turn, rows
 
 
@@ -115,11 +117,11 @@ def _claiming_with_context(waiting: TurnState, working: TurnState):
     return _context_select(trajectories, claimed.c.trajectory_id, claimed.c.turn_index, claimed.c)
 
 
-def context_rows(session: Session, trajectory_id: int, before_index: int) -> list[dict[str, Any]]:
+def context_rows(db: Executor, trajectory_id: int, before_index: int) -> list[dict[str, Any]]:
     """A trajectory's run config and problem, with its turns before `before_index` in one read: a
     row per earlier turn, oldest first (earlier_* columns; one row with them NULL when there is none)."""
     statement = _context_by_id()
-    return [row._asdict() for row in session.execute(statement, {"trajectory_id": trajectory_id, "before_index": before_index})]
+    return [row._asdict() for row in db.execute(statement, {"trajectory_id": trajectory_id, "before_index": before_index})]
 
 
 @lru_cache(maxsize=1)
@@ -146,41 +148,41 @@ def _context_select(trajectories, trajectory_id, before_index, *leading):
     )
 
 
-def _held(session: Session, claim: Claim, lease_expired: bool):
+def _held(db: Executor, claim: Claim, lease_expired: bool):
     """`claim` still holds the turn; with `lease_expired`, its lease has also run out at this very
     moment (so a lease its worker renewed after someone looked is never taken over)."""
     conditions = [Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt]
     if lease_expired:
-        conditions.append(Turn.lease_expires_at < clock(session))
+        conditions.append(Turn.lease_expires_at < clock(db))
     return and_(*conditions)
 
 
-def release_claim(session: Session, claim: Claim, waiting: TurnState, lease_expired: bool = False) -> bool:
+def release_claim(db: Executor, claim: Claim, waiting: TurnState, lease_expired: bool = False) -> bool:
     """Hand a claimed turn back to its waiting state (to be claimed again), if `claim` still holds it."""
-    result = session.execute(
+    result = db.execute(
         update(Turn)
-        .where(_held(session, claim, lease_expired))
-        .values(state=waiting.value, lease_expires_at=None, claimed_by=None, updated_at=clock(session))
+        .where(_held(db, claim, lease_expired))
+        .values(state=waiting.value, lease_expires_at=None, claimed_by=None, updated_at=clock(db))
     )
     return result.rowcount == 1
 
 
-def lock_trajectory(session: Session, trajectory_id: int):
+def lock_trajectory(db: Executor, trajectory_id: int):
     """Lock the trajectory row; its (status, run_id). Every path that ends a trajectory or adds a
     turn to it takes this lock first (and before any turn row), so cancelling and advancing cannot
     interleave."""
-    return session.execute(
+    return db.execute(
         select(Trajectory.status, Trajectory.run_id).where(Trajectory.id == trajectory_id).with_for_update()
     ).one()
 
 
-def store(session: Session, claim: Claim, next_state: TurnState, lease_expired: bool = False, **values: Any) -> bool:
+def store(db: Executor, claim: Claim, next_state: TurnState, lease_expired: bool = False, **values: Any) -> bool:
     """Store a stage's result and move on, only if `claim` still holds the turn (and, with
     `lease_expired`, only if its lease has run out)."""
-    dialect = session.get_bind().dialect.name
+    dialect = dialect_of(db)
     statement = _storing(dialect, claim.working, next_state, lease_expired, tuple(sorted(values)))
     params = {"turn_id": claim.turn_id, "attempt": claim.attempt, "now": utcnow(), **{f"v_{k}": v for k, v in values.items()}}
-    return session.execute(statement, params).rowcount == 1
+    return db.execute(statement, params).rowcount == 1
 
 
 @lru_cache(maxsize=256)
@@ -198,21 +200,21 @@ def _storing(dialect: str, working: TurnState, next_state: TurnState, lease_expi
     )
 
 
-def store_done(session: Session, claim: Claim, trajectory_id: int, next_index: int | None, **values: Any) -> tuple[bool, str | None, int | None]:
+def store_done(db: Executor, claim: Claim, trajectory_id: int, next_index: int | None, **values: Any) -> tuple[bool, str | None, int | None]:
     """Store an evaluation (the turn done), the trajectory row locked before the turn row as
     everywhere, and with `next_index` add the trajectory's next turn, pending, if it still runs:
     (stored, the trajectory's status, the new turn's id or None). On Postgres one statement;
     elsewhere up to three, in the caller's transaction."""
-    dialect = session.get_bind().dialect.name
+    dialect = dialect_of(db)
     if dialect != "postgresql":
-        status, _run_id = lock_trajectory(session, trajectory_id)
-        if not store(session, claim, TurnState.done, **values):
+        status, _run_id = lock_trajectory(db, trajectory_id)
+        if not store(db, claim, TurnState.done, **values):
             return False, status, None
         adding = next_index is not None and status == TrajectoryStatus.running.value
-        return True, status, (add_next(session, trajectory_id, next_index) if adding else None)
+        return True, status, (add_next(db, trajectory_id, next_index) if adding else None)
     params = {"turn_id": claim.turn_id, "attempt": claim.attempt, "trajectory": trajectory_id, "next_index": next_index,
               **{f"v_{k}": v for k, v in values.items()}}
-    row = session.execute(_storing_done(claim.working, tuple(sorted(values)), next_index is not None), params).one()
+    row = db.execute(_storing_done(claim.working, tuple(sorted(values)), next_index is not None), params).one()
     return bool(row.stored), row.status, row.next_id
 
 
@@ -249,26 +251,26 @@ def _storing_done(working: TurnState, columns: tuple[str, ...], adding: bool):
                   next_id.label("next_id"))
 
 
-def add_next(session: Session, trajectory_id: int, turn_index: int) -> int:
-    return session.scalar(
+def add_next(db: Executor, trajectory_id: int, turn_index: int) -> int:
+    return db.scalar(
         insert(Turn)
-        .values(trajectory_id=trajectory_id, turn_index=turn_index, state=TurnState.pending.value, updated_at=clock(session))
+        .values(trajectory_id=trajectory_id, turn_index=turn_index, state=TurnState.pending.value, updated_at=clock(db))
         .returning(Turn.id)
     )
 
 
-def add_first_turns(session: Session, trajectory_ids: list[int]) -> list[int]:
+def add_first_turns(db: Executor, trajectory_ids: list[int]) -> list[int]:
     """Turn 0 of each trajectory, pending, in one statement; their ids in the order given."""
     if not trajectory_ids:
         return []
-    now = db_now(session)
-    return session.scalars(
+    now = db_now(db)
+    return db.scalars(
         insert(Turn).returning(Turn.id, sort_by_parameter_order=True),
         [{"trajectory_id": t, "turn_index": 0, "state": TurnState.pending.value, "updated_at": now, "created_at": now} for t in trajectory_ids],
     ).all()
 
 
-def finish_trajectory(session: Session, trajectory_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> bool:
+def finish_trajectory(db: Executor, trajectory_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> bool:
     """End a running trajectory; `returns` maps turn index → discounted return (of the scored turns
     only, for a failed one: it has no return of its own). False when it had already ended
     (cancelled meanwhile, say). Its row is updated (so locked) before any of its turns; on Postgres
@@ -277,20 +279,20 @@ def finish_trajectory(session: Session, trajectory_id: int, status: TrajectorySt
     ended = (
         update(Trajectory)
         .where(Trajectory.id == trajectory_id, Trajectory.status == TrajectoryStatus.running.value)
-        .values(status=status.value, finished_at=clock(session), return_=own_return)
+        .values(status=status.value, finished_at=clock(db), return_=own_return)
     )
     if not returns:
-        return session.execute(ended).rowcount == 1
-    if session.get_bind().dialect.name == "postgresql":
+        return db.execute(ended).rowcount == 1
+    if dialect_of(db) == "postgresql":
         ended = ended.returning(Trajectory.id).cte("ended")  # read by the turns' update: locked first
         returned = _setting_returns(returns, Turn.trajectory_id.in_(select(ended.c.id))).returning(Turn.id).cte("returned")
         # the turns' count is read only so that the statement includes their update
         counts = select(select(func.count()).select_from(ended).scalar_subquery(),
                         select(func.count()).select_from(returned).scalar_subquery())
-        return session.execute(counts).first()[0] == 1
-    if session.execute(ended).rowcount != 1:
+        return db.execute(counts).first()[0] == 1
+    if db.execute(ended).rowcount != 1:
         return False
-    session.execute(_setting_returns(returns, Turn.trajectory_id == trajectory_id))
+    db.execute(_setting_returns(returns, Turn.trajectory_id == trajectory_id))
     return True
 
 
@@ -298,9 +300,9 @@ def _setting_returns(returns: dict[int, float], of_trajectory):
     return update(Turn).where(of_trajectory, Turn.turn_index.in_(list(returns))).values(return_=case(returns, value=Turn.turn_index))
 
 
-def rewards_and_config(session: Session, trajectory_id: int) -> tuple[list[tuple[str, float | None]], dict[str, Any]]:
+def rewards_and_config(db: Executor, trajectory_id: int) -> tuple[list[tuple[str, float | None]], dict[str, Any]]:
     """(state, reward) of a trajectory's turns in order, and its run's config, in one query."""
-    rows = session.execute(
+    rows = db.execute(
         select(Turn.state, Turn.reward, Run.config)
         .join(Trajectory, Trajectory.id == Turn.trajectory_id).join(Run, Run.id == Trajectory.run_id)
         .where(Turn.trajectory_id == trajectory_id).order_by(Turn.turn_index)
@@ -312,20 +314,20 @@ WORKING = tuple(state.value for state in WORKING_TURN_STATES)
 WAITING = tuple(state.value for state in WAITING_TURN_STATES)
 
 
-def expired_leases(session: Session, now: datetime, limit: int | None = None) -> list[Claim]:
+def expired_leases(db: Executor, now: datetime, limit: int | None = None) -> list[Claim]:
     """The claims of working turns whose lease ran out, oldest lease first (index ix_turns_state_lease)."""
-    return [claim for claim, _holder in _working_claims(session, Turn.lease_expires_at < now, limit)]
+    return [claim for claim, _holder in _working_claims(db, Turn.lease_expires_at < now, limit)]
 
 
-def held_claims(session: Session, turn_id: int | None = None, holder_prefix: str | None = None) -> list[tuple[Claim, str | None]]:
+def held_claims(db: Executor, turn_id: int | None = None, holder_prefix: str | None = None) -> list[tuple[Claim, str | None]]:
     """(claim, holder) of working turns: the one turn `turn_id`, or those whose holder starts with
     `holder_prefix` (a host's claims). Working turns are as many as the workers' slots."""
     condition = Turn.id == turn_id if turn_id is not None else Turn.claimed_by.startswith(holder_prefix, autoescape=True)
-    return _working_claims(session, condition)
+    return _working_claims(db, condition)
 
 
-def _working_claims(session: Session, condition, limit: int | None = None) -> list[tuple[Claim, str | None]]:
-    rows = session.execute(
+def _working_claims(db: Executor, condition, limit: int | None = None) -> list[tuple[Claim, str | None]]:
+    rows = db.execute(
         select(Turn.id, Turn.attempts, Turn.state, Turn.stage_attempts, Turn.trajectory_id, Turn.claimed_by)
         .where(Turn.state.in_(WORKING), condition)
         .order_by(Turn.lease_expires_at)
@@ -335,37 +337,37 @@ def _working_claims(session: Session, condition, limit: int | None = None) -> li
             for id_, attempts, state, stage_attempts, trajectory_id, holder in rows]
 
 
-def waiting_since(session: Session, before: datetime, limit: int | None = None) -> list[tuple[int, str]]:
+def waiting_since(db: Executor, before: datetime, limit: int | None = None) -> list[tuple[int, str]]:
     """(id, state) of turns waiting for a stage since `before` or longer, longest first (index
     ix_turns_state_updated)."""
-    rows = session.execute(
+    rows = db.execute(
         select(Turn.id, Turn.state).where(Turn.state.in_(WAITING), Turn.updated_at <= before).order_by(Turn.updated_at).limit(limit)
     )
     return [tuple(row) for row in rows]
 
 
-def waiting_in_trajectory(session: Session, trajectory_id: int, from_index: int) -> list[tuple[int, str]]:
+def waiting_in_trajectory(db: Executor, trajectory_id: int, from_index: int) -> list[tuple[int, str]]:
     """(id, state) of the trajectory's turns from `from_index` on that wait for a stage."""
-    rows = session.execute(select(Turn.id, Turn.state).where(Turn.trajectory_id == trajectory_id, Turn.turn_index >= from_index,
+    rows = db.execute(select(Turn.id, Turn.state).where(Turn.trajectory_id == trajectory_id, Turn.turn_index >= from_index,
                                                             Turn.state.in_(WAITING)))
     return [tuple(row) for row in rows]
 
 
-def live_leases(session: Session, now: datetime, limit: int | None = None) -> list[tuple[int, str, datetime]]:
+def live_leases(db: Executor, now: datetime, limit: int | None = None) -> list[tuple[int, str, datetime]]:
     """(id, state, lease end) of working turns whose lease still runs: their worker may be alive,
     so the reconciler waits."""
-    rows = session.execute(
+    rows = db.execute(
         select(Turn.id, Turn.state, Turn.lease_expires_at).where(Turn.state.in_(WORKING), Turn.lease_expires_at >= now)
         .order_by(Turn.lease_expires_at).limit(limit)
     )
     return [tuple(row) for row in rows]
 
 
-def cancel_open(session: Session, trajectory_ids: list[int]) -> int:
-    result = session.execute(
+def cancel_open(db: Executor, trajectory_ids: list[int]) -> int:
+    result = db.execute(
         update(Turn)
         .where(Turn.trajectory_id.in_(trajectory_ids), Turn.state.not_in([s.value for s in FINAL_TURN_STATES]))
-        .values(state=TurnState.cancelled.value, lease_expires_at=None, updated_at=clock(session))
+        .values(state=TurnState.cancelled.value, lease_expires_at=None, updated_at=clock(db))
     )
     return result.rowcount
 
@@ -378,15 +380,15 @@ def with_raw_response(session: Session, run_id: int) -> list[Turn]:
     )
 
 
-def update_cleaning(session: Session, turn_id: int, values: dict[str, Any]) -> None:
+def update_cleaning(db: Executor, turn_id: int, values: dict[str, Any]) -> None:
     """Replace a turn's cleaning columns (never its raw response)."""
-    session.execute(update(Turn).where(Turn.id == turn_id).values(updated_at=db_now(session), **values))
+    db.execute(update(Turn).where(Turn.id == turn_id).values(updated_at=db_now(db), **values))
 
 
-def extend_lease(session: Session, claim: Claim, lease_seconds: float) -> bool:
-    result = session.execute(
+def extend_lease(db: Executor, claim: Claim, lease_seconds: float) -> bool:
+    result = db.execute(
         update(Turn)
         .where(Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt)
-        .values(lease_expires_at=clock(session) + timedelta(seconds=lease_seconds))
+        .values(lease_expires_at=clock(db) + timedelta(seconds=lease_seconds))
     )
     return result.rowcount == 1

@@ -16,6 +16,7 @@ from celery.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
 from orchestrator import pinning  # noqa: F401  (connects its signals: a GPU and cores of its own per pool process)
+from orchestrator.broker import transport_for
 from orchestrator.settings import get_settings
 from orchestrator.stages import BUILD, EVALUATE, PREFLIGHT_QUEUE, PREFLIGHT_TASK, STAGES
 
@@ -28,6 +29,7 @@ def create_app() -> Celery:
         raise ImproperlyConfigured(settings.half_configured())
     celery = Celery("kturn", broker=settings.broker_url, include=TASK_MODULES)
     celery.conf.update(
+        broker_transport=transport_for(settings.broker_url),
         task_queues=[Queue(name, Exchange(name), routing_key=name) for name in [stage.queue for stage in STAGES] + [PREFLIGHT_QUEUE]],
         task_routes={**{stage.task_name: {"queue": stage.queue} for stage in STAGES}, PREFLIGHT_TASK: {"queue": PREFLIGHT_QUEUE}},
         task_default_queue=STAGES[0].queue,

@@ -28,8 +28,8 @@ class LeaseHeartbeat:
     def _beat(self) -> None:
         while not self._stopped.wait(self._lease / 3):
             try:
-                with statement_scope(self._url) as session:
-                    if not turn_queries.extend_lease(session, self._claim, self._lease):
+                with statement_scope(self._url) as db:
+                    if not turn_queries.extend_lease(db, self._claim, self._lease):
                         log.warning("turn %s: lease lost (handed on or cancelled)", self._claim.turn_id)
                         return
             except Exception:  # a database blip must not kill the work; the next beat retries

@@ -131,8 +131,8 @@ def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
     url = settings.sqlalchemy_url
     claimed = _claim(stage, turn_id, url, settings.lease_seconds)
     if claimed is None:
-        with statement_scope(url) as session:
-            held = turn_queries.held_claims(session, turn_id=turn_id)
+        with statement_scope(url) as db:
+            held = turn_queries.held_claims(db, turn_id=turn_id)
         if not hand_on_from_ended_holders(held):
             log.info("turn %s: not waiting for %s (a duplicate or late delivery); nothing to do", turn_id, stage.name)
         return
@@ -166,8 +166,8 @@ def _store_once_more_if_cut(url: str, stage: Stage, claim: turn_queries.Claim, c
     follow_ups = _store(url, stage, claim, context, outcome)
     if follow_ups:
         return follow_ups
-    with statement_scope(url) as session:
-        waiting = turn_queries.waiting_in_trajectory(session, context.trajectory_id, context.turn_index)
+    with statement_scope(url) as db:
+        waiting = turn_queries.waiting_in_trajectory(db, context.trajectory_id, context.turn_index)
     return [(BY_WAITING_STATE[state], turn_id) for turn_id, state in waiting]
 
 
@@ -176,8 +176,8 @@ def _claim(stage: Stage, turn_id: int, url: str, lease_seconds: float) -> tuple[
     away, the message goes back on its queue (nothing was claimed that a lease could bring back),
     this worker backs off, and the error is raised for Flower to show."""
     def claim():
-        with statement_scope(url) as session:
-            return turn_queries.claim_with_context(session, turn_id, stage.waiting, stage.working, process_identity.this_process(), lease_seconds)
+        with statement_scope(url) as db:
+            return turn_queries.claim_with_context(db, turn_id, stage.waiting, stage.working, process_identity.this_process(), lease_seconds)
 
     try:
         try:
@@ -206,13 +206,13 @@ def _store(url: str, stage: Stage, claim: turn_queries.Claim, context: TurnConte
     """Store the outcome and decide what follows, in one transaction. Returns what to enqueue."""
     last, done = _completed(stage, outcome)
     if outcome.failure is None and last is not EVALUATE and outcome.also_store is None:
-        with statement_scope(url) as session:  # a single statement: no transaction around it
-            stored = turn_queries.store(session, claim, last.done, **done)
+        with statement_scope(url) as db:  # a single statement: no transaction around it
+            stored = turn_queries.store(db, claim, last.done, **done)
         return [(NEXT_STAGE[last.name], claim.turn_id)] if stored else _dropped(claim, stage)
     if outcome.failure is None and last is EVALUATE and outcome.also_store is None:
         if _continues(context, outcome.reward or 0.0):
-            with statement_scope(url) as session:
-                stored, _status, next_turn = turn_queries.store_done(session, claim, context.trajectory_id, context.turn_index + 1, **done)
+            with statement_scope(url) as db:
+                stored, _status, next_turn = turn_queries.store_done(db, claim, context.trajectory_id, context.turn_index + 1, **done)
             if not stored:
                 return _dropped(claim, stage)
             return [] if next_turn is None else [(GENERATE, next_turn)]  # None: cancelled meanwhile, nothing follows

@@ -49,13 +49,13 @@ def reconcile(older_than_s: float = 60.0, limit: int = PASS_LIMIT) -> ReconcileR
     settings = get_settings()
     report = ReconcileReport()
     in_broker = queued_turns(unacked_within_s=older_than_s)
-    with statement_scope(settings.sqlalchemy_url) as session:
-        now = turn_queries.db_now(session)
-        expired = turn_queries.expired_leases(session, now, limit)
-        waiting = turn_queries.waiting_since(session, now - timedelta(seconds=older_than_s), limit)
-        report.leased = turn_queries.live_leases(session, now, limit)
+    with statement_scope(settings.sqlalchemy_url) as db:
+        now = turn_queries.db_now(db)
+        expired = turn_queries.expired_leases(db, now, limit)
+        waiting = turn_queries.waiting_since(db, now - timedelta(seconds=older_than_s), limit)
+        report.leased = turn_queries.live_leases(db, now, limit)
         report.now = now
-        held_here = turn_queries.held_claims(session, holder_prefix=f"{socket.gethostname()}:")
+        held_here = turn_queries.held_claims(db, holder_prefix=f"{socket.gethostname()}:")
     for stage_name, turn_id, outcome in hand_on_from_ended_holders(held_here):
         report.ended_holders.append(turn_id)
         report.handed_on(stage_name, turn_id, outcome)
