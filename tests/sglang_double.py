@@ -97,6 +97,7 @@ import threading
 import time
 import uuid
 import zlib
+from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -371,6 +372,8 @@ class SGLangDouble:
         self._streams: list[dict[str, Any]] = []
         self._running: dict[str, threading.Event] = {}  # rid -> set when aborted
         self.max_running = 0  # the most decodings at once
+        # Sorted, so the longest prefix a prompt shares with any of them is shared with one of the two
+        # next to its place: a lookup stays cheap as a run's thousands of prompts accumulate.
         self._cached_sequences: list[str] = []
         self._fail_next = fail_next
         self._server: ThreadingHTTPServer | None = None
@@ -687,7 +690,7 @@ class SGLangDouble:
     def _finish(self, decoding: Decoding, last: Step, chunks: int) -> None:
         with self._lock:
             self._running.pop(decoding.rid, None)
-            self._cached_sequences.append(decoding.prompt + last.text)
+            insort(self._cached_sequences, decoding.prompt + last.text)
             self._streams.append({
                 "rid": decoding.rid, "endpoint": decoding.endpoint, "tokens_sent": last.tokens, "chunks_sent": chunks,
                 "aborted": (last.finish_reason or {}).get("type") == "abort",
@@ -697,7 +700,9 @@ class SGLangDouble:
     def _match_prefix(self, prompt: str, prompt_tokens: int) -> int:
         """Cached prompt tokens: the longest prefix shared with an earlier prompt+output."""
         with self._lock:
-            shared = max((_common_prefix_len(prompt, s) for s in self._cached_sequences), default=0)
+            place = bisect_left(self._cached_sequences, prompt)
+            neighbours = self._cached_sequences[max(0, place - 1):place + 1]
+            shared = max((_common_prefix_len(prompt, s) for s in neighbours), default=0)
         return max(0, min(shared // CHARS_PER_TOKEN, prompt_tokens - 1))
 
 
