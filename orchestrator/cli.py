@@ -619,11 +619,12 @@ def eval_command(
     timeout: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds each correctness and timing phase may run (compilation has its own, longer limit).")] = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Evaluate one solution against its reference in the sandbox. Exit 0 whenever a verdict was produced."""
+    """Evaluate one solution against its reference in the sandbox. Exit 0 whenever a verdict was produced;
+    1 when the reference or the harness failed, so there is no verdict on the solution."""
     from orchestrator.feedback import evaluation_feedback
     from orchestrator.problems import load_file
     from orchestrator.rewards import RewardWeights, verdict_reward
-    from workers.evaluation import EvalSettings, evaluate
+    from workers.evaluation import NOT_THE_CANDIDATES_FAULT, EvalSettings, evaluate
 
     chosen = backend or (Backend.cpp if device is Device.cpu else Backend.cuda)
     check_backend(chosen, device)
@@ -633,6 +634,8 @@ def eval_command(
         raise fail(str(error)) from None
     settings = EvalSettings(backend=chosen.value, device=device.value, **({"run_timeout_s": timeout} if timeout else {}))
     verdict = evaluate(reference.source, _read(solution), settings).as_dict()
+    if verdict["error_kind"] in NOT_THE_CANDIDATES_FAULT:
+        raise fail(f"no verdict on {solution} ({verdict['error_kind']}, not the solution's fault): {problem}: {verdict['error']}", code=1)
     reward = verdict_reward(verdict, RewardWeights())
     out = {
         "compiled": verdict["compiled"], "correct": verdict["correct"],

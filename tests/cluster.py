@@ -88,15 +88,17 @@ class Cluster:
     def double_requests(self) -> list[dict]:
         return http_json(f"{self.double_url}/_double/requests")
 
-    def start_worker(self, queue: str, *options: str) -> str:
+    def start_worker(self, queue: str, *options: str, wait: bool = True) -> str:
         """A Celery worker for `queue`; `options` replace the default `-c 1` (e.g. "-P", "threads", "-c", "16").
         Evaluate workers get an extension cache of their own, as on a GPU host that shares no
-        filesystem with the build hosts: what they load comes through Postgres."""
+        filesystem with the build hosts: what they load comes through Postgres. `wait`: return
+        once it is ready (else at once, as a supervisor restarting it would)."""
         name = f"{queue}-{uuid.uuid4().hex[:6]}"
         env = {**self.env, "KTURN_EXTENSIONS_DIR": str(self.workdir / "evaluate-host-cache")} if queue == "evaluate" else None
         self._spawn(name, [sys.executable, "-m", "celery", "-A", "orchestrator.app", "worker", "-Q", queue, *(options or ("-c", "1")),
                            "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-l", "info"], env=env)
-        wait_for(lambda: "ready." in self.log(name), 60, f"the {queue} worker")
+        if wait:
+            wait_for(lambda: "ready." in self.log(name), 60, f"the {queue} worker")
         return name
 
     def start_flower(self, basic_auth: str | None = None) -> str:

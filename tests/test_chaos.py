@@ -1,29 +1,36 @@
-"""Chaos, short form: a run of 40 trajectories x 3 turns on the real parts (Postgres, Redis, prefork
-workers, the SGLang double, `kturn reconcile --every 1`) while workers are SIGKILLed (a whole
-process group, the pool children alone, the main process alone), Redis is flushed, every Postgres
-connection is cut, every turn is delivered again to every stage, and workers run pointed at a
-wrong Redis port and a wrong Postgres port. At the end every trajectory completed with exactly one
-row per turn, its turns contiguous and done, and the model was asked no more often than there are
-turns plus retried claims. The time against a fault-free run of the same size is printed."""
+"""Chaos, short form: a run of 150 trajectories x 3 turns on the real parts (Postgres, Redis, two
+prefork workers per queue, the SGLang double, `kturn reconcile --every 1`) while workers are
+SIGKILLed (a whole process group, the pool children alone, the main process alone), Redis is
+flushed, every Postgres connection is cut, every turn in flight is delivered a second time (what a
+broker's redelivery does), and workers run pointed at a wrong Redis port and a wrong Postgres port.
+At the end every trajectory completed with exactly one row per turn, its turns contiguous and done,
+and the model was asked no more often than there are turns plus retried claims. Then every turn of
+both runs is delivered once more to every stage, late, and nothing changes. The time against a
+fault-free run of the same size is printed."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from orchestrator.stages import STAGES
+from orchestrator.stages import BY_WAITING_STATE, BY_WORKING_STATE, STAGES
 from tests.cluster import ROOT, Cluster, free_port, pool_children, rows, wait_for
 
 pytestmark = pytest.mark.integration
 
-# CI runs the short form; KTURN_CHAOS_TRAJECTORIES=400 measures a run long enough that a fault's
-# fixed costs (a worker's start-up, its stage without a consumer meanwhile) are not most of it.
-TRAJECTORIES, TURNS = int(os.environ.get("KTURN_CHAOS_TRAJECTORIES", "40")), 3
+# CI runs the short form, long enough (about 10 s) that every fault lands while the run goes on (the
+# test checks it); KTURN_CHAOS_TRAJECTORIES=1000 measures a run long enough that a fault's fixed
+# costs (the reconciler's grace after the flush, workers' start-up) are not most of it.
+TRAJECTORIES, TURNS = int(os.environ.get("KTURN_CHAOS_TRAJECTORIES", "150")), 3
+# Two workers per queue, one pool process each, as on a cluster of several hosts: a stage whose
+# worker is killed keeps a consumer while it restarts.
+WORKERS_PER_QUEUE, WORKER_OPTIONS = 2, ("-c", "1")
 # Code the evaluate stage disqualifies from its static checks alone (no sandbox to wait for), with
 # nothing to build ahead: each turn is claimed by generate, clean and evaluate.
 TORCH_ONLY = ("```python\nimport torch\nimport torch.nn as nn\n\n\nclass ModelNew(nn.Module):\n"
@@ -39,7 +46,8 @@ def cluster(tmp_path_factory, postgres_url, redis_url):
         cluster.start_double({"": TORCH_ONLY})
         cluster.kturn("db", "upgrade")
         for stage in STAGES:
-            cluster.start_worker(stage.queue, "-c", "2")
+            for _ in range(WORKERS_PER_QUEUE):
+                cluster.start_worker(stage.queue, *WORKER_OPTIONS)
         cluster._spawn("reconciler", [str(Path(sys.executable).with_name("kturn")), "reconcile", "--every", "1", "--older-than", "3"])
         yield cluster
     finally:
@@ -66,7 +74,7 @@ def worker_of(cluster: Cluster, queue: str) -> str:
 
 def kill_process_group(cluster: Cluster, queue: str) -> None:
     cluster.kill(worker_of(cluster, queue))
-    cluster.start_worker(queue, "-c", "2")
+    cluster.start_worker(queue, *WORKER_OPTIONS, wait=False)
 
 
 def kill_pool_children(cluster: Cluster, queue: str) -> None:
@@ -78,7 +86,7 @@ def kill_main_process(cluster: Cluster, queue: str) -> None:
     process = cluster.processes.pop(worker_of(cluster, queue))
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
-    cluster.start_worker(queue, "-c", "2")
+    cluster.start_worker(queue, *WORKER_OPTIONS, wait=False)
     try:
         os.killpg(process.pid, signal.SIGKILL)  # the orphaned pool children, whatever they still hold
     except ProcessLookupError:
@@ -86,9 +94,7 @@ def kill_main_process(cluster: Cluster, queue: str) -> None:
 
 
 def flush_redis(cluster: Cluster) -> None:
-    import redis
-
-    redis.Redis.from_url(cluster.env["REDIS_URL"]).flushdb()
+    broker(cluster).flushdb()
 
 
 def cut_postgres(db) -> None:
@@ -96,11 +102,46 @@ def cut_postgres(db) -> None:
     db.dispose()  # the test's own pooled connections were cut too
 
 
-def deliver_everything_again(cluster: Cluster, db, run_id: int) -> None:
-    ids = [r["id"] for r in rows(db, "SELECT t.id FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id WHERE tr.run_id = :run", run=run_id)]
-    subprocess.run([sys.executable, "-c", "import sys; from orchestrator.queues import enqueue_many; from orchestrator.stages import STAGES\n"
-                    "ids = [int(i) for i in sys.argv[1:]]\nfor stage in STAGES: enqueue_many(stage, ids)", *map(str, ids)],
-                   cwd=ROOT, env=cluster.env, check=True, timeout=60)
+def turns_of(db, *run_ids: int) -> list[dict]:
+    return rows(db, """SELECT t.id, t.trajectory_id, t.turn_index, t.state, t.attempts, t.stage_attempts, t.flags, t.reward,
+                              t.return AS return_, t.updated_at, tr.status AS trajectory_status
+                       FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id WHERE tr.run_id = ANY(:runs) ORDER BY t.id""",
+                runs=list(run_ids))
+
+
+def deliver(cluster: Cluster, messages: list[tuple[str, int]]) -> None:
+    """Enqueue (stage name, turn id) messages from a process of its own, as a second producer would."""
+    script = ("import sys\nfrom orchestrator.queues import enqueue_many\nfrom orchestrator.stages import STAGES\n"
+              "wanted = [arg.split(':') for arg in sys.argv[1:]]\n"
+              "for stage in STAGES:\n    enqueue_many(stage, [int(turn) for name, turn in wanted if name == stage.name])")
+    subprocess.run([sys.executable, "-c", script, *(f"{name}:{turn_id}" for name, turn_id in messages)],
+                   cwd=ROOT, env=cluster.env, check=True, timeout=120)
+
+
+def deliver_in_flight_again(cluster: Cluster, db, run_id: int) -> None:
+    """A second message for every turn not yet done, to the stage it waits for or works in: what a
+    broker that redelivers its unacknowledged messages (a restart, a visibility timeout) does."""
+    stages = {**BY_WAITING_STATE, **BY_WORKING_STATE}
+    deliver(cluster, [(stages[t["state"]].name, t["id"]) for t in turns_of(db, run_id) if t["state"] in stages])
+
+
+def broker(cluster: Cluster):
+    import redis
+
+    return redis.Redis.from_url(cluster.env["REDIS_URL"])
+
+
+def queues_drained(cluster: Cluster, stale: set[bytes]) -> bool:
+    """No message queued for a stage and none delivered but unacknowledged except `stale` (those of
+    killed workers, which stay until their visibility timeout), twice in a row: a message between
+    BRPOP and its record in `unacked` is in neither for an instant."""
+    def empty() -> bool:
+        return all(broker(cluster).llen(stage.queue) == 0 for stage in STAGES) and set(broker(cluster).hkeys("unacked")) <= stale
+
+    if not empty():
+        return False
+    time.sleep(0.5)
+    return empty()
 
 
 def start_misconfigured_workers(cluster: Cluster) -> list[str]:
@@ -129,12 +170,14 @@ def test_a_fault_free_run_and_a_run_under_chaos_both_finish_whole(cluster, db):
         (2.5 / 12, lambda: kill_pool_children(cluster, "clean")),
         (4 / 12, lambda: flush_redis(cluster)),
         (5.5 / 12, lambda: cut_postgres(db)),
-        (7 / 12, lambda: deliver_everything_again(cluster, db, run_id)),
+        (7 / 12, lambda: deliver_in_flight_again(cluster, db, run_id)),
         (8.5 / 12, lambda: kill_main_process(cluster, "evaluate")),
     ]
+    during = []
     for share, fault in faults:  # each when this share of the turns is done
         threshold = round(share * TRAJECTORIES * TURNS)
         wait_for(lambda: done_turns(db, run_id) >= threshold or run_status(db, run_id) != "running", 300, f"{threshold} turns done", 0.1)
+        during.append(run_status(db, run_id) == "running")
         fault()
     for name in misconfigured:
         cluster.kill(name)
@@ -142,6 +185,13 @@ def test_a_fault_free_run_and_a_run_under_chaos_both_finish_whole(cluster, db):
     calm_s, chaos_s = run_seconds(db, calm_run), run_seconds(db, run_id)
     print(f"\n{TRAJECTORIES} x {TURNS} turns: fault-free {calm_s:.1f} s, under chaos {chaos_s:.1f} s ({chaos_s / calm_s:.2f}x)")
     assert_whole(cluster, db, run_id)
+    assert all(during), f"faults that came after the run had ended: {during}"
+
+    finished, asked, stale = turns_of(db, calm_run, run_id), len(cluster.double_requests()), set(broker(cluster).hkeys("unacked"))
+    deliver(cluster, [(stage.name, t["id"]) for t in finished for stage in STAGES])
+    wait_for(lambda: queues_drained(cluster, stale), 300, "the late deliveries", 0.2)
+    assert turns_of(db, calm_run, run_id) == finished  # not a column changed, not a claim taken
+    assert len(cluster.double_requests()) == asked
 
 
 def run_seconds(db, run_id: int) -> float:

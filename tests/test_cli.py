@@ -50,6 +50,16 @@ def test_eval_json_for_a_failing_solution_exits_zero(tmp_path):
     assert "Fix the error" in verdict["feedback"]
 
 
+def test_eval_of_a_problem_whose_reference_fails_gives_no_verdict_and_blames_the_reference(tmp_path):
+    problem = tmp_path / "needs_einops.py"
+    problem.write_text((CORPUS / "problems" / "relu.py").read_text().replace("import torch\n", "import torch\nimport einops_is_not_here\n", 1))
+    result = kturn("eval", "--problem", str(problem), "--solution", str(CORPUS / "solutions" / "honest_triton_relu.py"),
+                   "--backend", "triton", "--json", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    assert "reference_error" in result.stderr and "einops_is_not_here" in result.stderr and "needs_einops.py" in result.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -16,6 +16,7 @@ _EXPORTS = {
     "EvalSettings": "settings",
     "EvalResult": "result",
     "Timing": "result",
+    "NOT_THE_CANDIDATES_FAULT": "result",
     "evaluate": "harness",
     "device_fingerprint": "fingerprint",
     "fingerprint_key": "fingerprint",

@@ -18,6 +18,8 @@ ERROR_KINDS = (
     # additions: failures that are not the candidate's fault
     "reference_error", "harness_error",
 )
+# The error kinds that say nothing of the candidate: never scored, never fed back to the model.
+NOT_THE_CANDIDATES_FAULT = ("harness_error", "reference_error")
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,11 @@ from orchestrator.preflight_checks import check_for_worker
 from orchestrator.rewards import verdict_reward
 from orchestrator.settings import get_settings
 from orchestrator.stages import EVALUATE, PREFLIGHT_TASK
-from workers.evaluation import EvalResult, device_fingerprint, evaluate, fingerprint_key
+from workers.evaluation import NOT_THE_CANDIDATES_FAULT, EvalResult, device_fingerprint, evaluate, fingerprint_key
 from workers.evaluation.builds import CacheEntry, install_entry
 
 
 # The harness or the reference failed: scoring the candidate 0 would put a wrong label in the data.
-NOT_THE_MODELS_FAULT = ("harness_error", "reference_error")
 
 
 def record_baseline(problem_hash: str, device_key: str, result: EvalResult) -> None:
@@ -52,7 +51,7 @@ def evaluate_turn(context: TurnContext) -> Outcome:
     if result.error_kind == "reference_error" and not result.details.get("reference_transient"):
         # the problem itself cannot run here: never scored, never blamed on the model, not retried
         return Outcome(failure=f"reference_error: {result.error}")
-    if result.error_kind in NOT_THE_MODELS_FAULT:
+    if result.error_kind in NOT_THE_CANDIDATES_FAULT:
         raise StageRetry(f"{result.error_kind}: {result.error}")
     if result.baseline is not None:
         record_baseline(context.problem.source_hash, baseline_key(settings), result)
