@@ -15,8 +15,8 @@ from celery import Celery, bootsteps, signals
 from celery.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
+from orchestrator import broker
 from orchestrator import pinning  # noqa: F401  (connects its signals: a GPU and cores of its own per pool process)
-from orchestrator.broker import transport_for
 from orchestrator.settings import get_settings
 from orchestrator.stages import BUILD, EVALUATE, PREFLIGHT_QUEUE, PREFLIGHT_TASK, STAGES
 
@@ -27,9 +27,9 @@ def create_app() -> Celery:
     settings = get_settings()
     if settings.half_configured():
         raise ImproperlyConfigured(settings.half_configured())
+    broker.use_for_redis()
     celery = Celery("kturn", broker=settings.broker_url, include=TASK_MODULES)
     celery.conf.update(
-        broker_transport=transport_for(settings.broker_url),
         task_queues=[Queue(name, Exchange(name), routing_key=name) for name in [stage.queue for stage in STAGES] + [PREFLIGHT_QUEUE]],
         task_routes={**{stage.task_name: {"queue": stage.queue} for stage in STAGES}, PREFLIGHT_TASK: {"queue": PREFLIGHT_QUEUE}},
         task_default_queue=STAGES[0].queue,

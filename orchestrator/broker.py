@@ -4,6 +4,10 @@ kombu builds a new client for every publish and every acknowledgement. A client 
 the channel's connection pool, but building one (its response callbacks, case-insensitive dicts)
 costs about 0.4 ms of CPU, 40 % of a publish; each turn publishes once per stage. redis-py clients
 are thread-safe, and a forked pool process opens its own channel, so one client per channel serves.
+
+It is registered under kombu's own name for `redis://`, so that whatever reads the broker's URL back
+(Flower's broker and queue views, the worker's banner) still sees a plain Redis broker. `rediss://`
+keeps kombu's transport: kombu gives it its TLS defaults by that name.
 """
 from __future__ import annotations
 
@@ -11,9 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 
-from kombu.transport import redis
-
-SCHEMES = ("redis://", "rediss://")
+from kombu.transport import TRANSPORT_ALIASES, redis
 
 
 class Channel(redis.Channel):
@@ -30,6 +32,6 @@ class Transport(redis.Transport):
     Channel = Channel
 
 
-def transport_for(broker_url: str) -> str | None:
-    """The transport Celery should use for `broker_url`: this one for Redis, else kombu's choice."""
-    return f"{__name__}:Transport" if broker_url.startswith(SCHEMES) else None
+def use_for_redis() -> None:
+    """Make `redis://` URLs resolve to this transport in this process (before any connection to one)."""
+    TRANSPORT_ALIASES["redis"] = f"{__name__}:Transport"

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orchestrator.problems import BUNDLED_DIR, ProblemError, load_problems
@@ -70,7 +71,7 @@ def _environment() -> None:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # messages quote paths and errors: no markup
     return typer.Exit(code)
 
 

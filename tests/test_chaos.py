@@ -186,6 +186,7 @@ def test_a_fault_free_run_and_a_run_under_chaos_both_finish_whole(cluster, db):
     print(f"\n{TRAJECTORIES} x {TURNS} turns: fault-free {calm_s:.1f} s, under chaos {chaos_s:.1f} s ({chaos_s / calm_s:.2f}x)")
     assert_whole(cluster, db, run_id)
     assert all(during), f"faults that came after the run had ended: {during}"
+    assert sum(t["attempts"] - 3 for t in turns_of(db, run_id)) > 0  # the kills took work in progress: claims were retried
 
     finished, asked, stale = turns_of(db, calm_run, run_id), len(cluster.double_requests()), set(broker(cluster).hkeys("unacked"))
     deliver(cluster, [(stage.name, t["id"]) for t in finished for stage in STAGES])
