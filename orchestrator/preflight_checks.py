@@ -93,8 +93,15 @@ def check_problems(problems: list[ProblemSpec], settings: EvalSettings, cache_di
 
     # Each check runs in a sandboxed child process of its own; the pool's threads only start and
     # wait on them, so threads give as many processes at once as the host runs evaluations.
-    with ThreadPoolExecutor(max_workers=max(1, min(len(problems), parallel_evaluations(settings.device)))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(problems), checks_at_once(settings.device)))) as pool:
         return list(pool.map(one, problems))
+
+
+def checks_at_once(device: str) -> int:
+    """Pre-flights this host runs at once: as many as its evaluations on the CPU, one on CUDA. Every
+    sandboxed child inherits this process's CUDA_VISIBLE_DEVICES, so two at once would share a GPU,
+    and an out-of-memory error the other caused would be cached as the problem's own failure."""
+    return 1 if device == "cuda" else parallel_evaluations(device)
 
 
 def check_for_worker(request_settings: dict, derive_memory_limit: bool, source: str, source_hash: str, cache_dir: Path) -> dict:

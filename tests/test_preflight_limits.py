@@ -34,3 +34,14 @@ def test_a_pool_process_pinned_to_one_gpu_still_shares_the_host_memory_with_ever
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")  # as orchestrator/pinning.py leaves pool process 2
     assert parallel_evaluations("cuda") == 4
     assert default_memory_limit_mb("cuda") == max(MIN_MEMORY_LIMIT_MB, host_memory_mb() // 8)
+
+
+def test_local_pre_flights_on_cuda_run_one_at_a_time_whatever_the_gpus(monkeypatch):
+    """Their children all see this process's CUDA_VISIBLE_DEVICES: two at once would share a GPU."""
+    import os
+
+    from orchestrator.preflight_checks import checks_at_once
+
+    monkeypatch.setenv("KTURN_GPUS", "0,1,2,3")
+    assert checks_at_once("cuda") == 1
+    assert checks_at_once("cpu") == (os.cpu_count() or 1)
