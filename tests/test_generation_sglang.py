@@ -183,6 +183,19 @@ def test_malformed_stream_is_a_generation_error(body, message):
         backend.generate(_request())
 
 
+@pytest.mark.parametrize("cut", ["", _events({"text": "x", "meta_info": {"finish_reason": None}}).removesuffix("data: [DONE]\n\n"),
+                                 'data: {"text": "x", "meta'])
+def test_a_stream_cut_before_its_end_is_asked_again(cut):
+    """The server went away mid-answer (killed, restarted): the body ends before `data: [DONE]`,
+    after the headers only, after some events or inside one. That is a dropped connection, asked
+    again, not an answer without a finish."""
+    whole = _events({"text": "x", "meta_info": {"finish_reason": {"type": "stop"}, "prompt_tokens": 3, "completion_tokens": 1}})
+    bodies = iter([cut, whole])
+    pool = ServerPool(retries=2, transport=httpx.MockTransport(lambda _: httpx.Response(200, stream=httpx.ByteStream(next(bodies).encode()))))
+    result = SGLangBackend("http://sglang.invalid:30000", pool=pool).generate(_request())
+    assert result.text == "x" and next(bodies, None) is None
+
+
 def test_an_outage_longer_than_the_quick_retries_is_waited_out(double):
     """The server is down for longer than the quick retries last (3 attempts, no backoff): with a hold
     the request waits, trying again every poll, and is answered once the server is back."""

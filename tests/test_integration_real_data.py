@@ -45,10 +45,13 @@ def test_a_tritonforge_jsonl_with_shared_names_runs_through_an_outage_with_nothi
     lines = [slime_line(33), slime_line(39)]
     jsonl.write_text("".join(json.dumps(line) + "\n" for line in lines))
     port = int(cluster.double_url.rsplit(":", 1)[1])
-    with cluster.stopped("generate"):
-        run_id = cluster.kturn_json("run", str(jsonl), "--backend", "triton", "--device", "cpu", "--turns", "2", "--early-stop", "100",
-                                    "--generator", "sglang", "--url", cluster.double_url, "--first-prompt", "dataset", "--outage-hold", "300")["run"]
-        cluster.kill("sglang_double")
+    cluster.kill("sglang_double")
+    cluster.start_double({"Gemm_Scale_BatchNorm": [ANSWER]}, "--delay-s", "1.5", port=port)  # each answer takes 1.5 s to begin
+    run_id = cluster.kturn_json("run", str(jsonl), "--backend", "triton", "--device", "cpu", "--turns", "2", "--early-stop", "100",
+                                "--generator", "sglang", "--url", cluster.double_url, "--first-prompt", "dataset", "--outage-hold", "300")["run"]
+    wait_for(lambda: done(db, run_id) >= 1, 60, "a first turn done")
+    cluster.kill("sglang_double")  # in the middle of the run, with a generation waiting for its answer
+    assert done(db, run_id) < 4
     worker = [n for n in cluster.processes if n.startswith("generate-")][-1]
     wait_for(lambda: "into a hold of up to 300 s" in cluster.log(worker), 60, "the worker to hold its turn")
     time.sleep(20)  # longer than the quick retries
@@ -67,6 +70,11 @@ def test_a_tritonforge_jsonl_with_shared_names_runs_through_an_outage_with_nothi
         assert turn0["prompt_messages"] == line["prompt"]  # the dataset's own prompt opened the trajectory
     [listed] = [r for r in cluster.kturn_json("runs") if r["run"] == run_id]
     assert (listed["completed"], listed["failed"], listed["running"]) == (2, 0, 0)
+
+
+def done(db, run_id: int) -> int:
+    return rows(db, """SELECT count(*) AS n FROM turns t JOIN trajectories tr ON tr.id = t.trajectory_id
+                       WHERE tr.run_id = :run AND t.state = 'done'""", run=run_id)[0]["n"]
 
 
 RELU = Path(__file__).parents[1] / "orchestrator" / "data" / "problems" / "level1" / "1_ReLU.py"
