@@ -235,7 +235,9 @@ def test_without_a_freezer_the_same_work_is_timed_alike(extensions_dir, monkeypa
     result = evaluate((PROBLEMS / "big_relu.py").read_text(), (SOLUTIONS / "torch_wrapped_reference.py").read_text(),
                       settings)
     assert result.correct and not result.disqualified, result.error
-    assert 0.5 < result.speedup < 2, result.speedup
+    # A guard against that 5x bias, not a calibration (bench/bench_evaluation.py measures that): one
+    # evaluation on a loaded box has come out at 0.48x.
+    assert 1 / 3 < result.speedup < 3, result.speedup
 
 
 def test_a_build_on_the_first_call_gets_its_own_time_beyond_the_run_limit(extensions_dir):
