@@ -1,20 +1,22 @@
 """Chaos, short form: a run of 150 trajectories x 3 turns on the real parts (Postgres, Redis, two
 prefork workers per queue, the SGLang double, `kturn reconcile --every 1`) while workers are
-SIGKILLed (a whole process group, the pool children alone, the main process alone), Redis is
-flushed, every Postgres connection is cut, every turn in flight is delivered a second time (what a
-broker's redelivery does), and workers run pointed at a wrong Redis port and a wrong Postgres port.
-At the end every trajectory completed with exactly one row per turn, its turns contiguous and done,
-and the model was asked no more often than there are turns plus retried claims. Then every turn of
-both runs is delivered once more to every stage, late, and nothing changes. The time against a
-fault-free run of the same size is printed."""
+SIGKILLed (a whole process group and the pool children alone, each at an instant it holds a claim;
+the main process alone), Redis is flushed, every Postgres connection is cut, every turn in flight is
+delivered a second time (what a broker's redelivery does), and workers run pointed at a wrong Redis
+port and a wrong Postgres port. At the end every trajectory completed with exactly one row per turn,
+its turns contiguous and done, and the model was asked no more often than there are turns plus
+retried claims. Then every turn of both runs is delivered once more to every stage, late, and
+nothing changes. The time against a fault-free run of the same size is printed."""
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -72,14 +74,50 @@ def worker_of(cluster: Cluster, queue: str) -> str:
     return next(name for name in cluster.processes if name.startswith(f"{queue}-"))
 
 
-def kill_process_group(cluster: Cluster, queue: str) -> None:
-    cluster.kill(worker_of(cluster, queue))
-    cluster.start_worker(queue, *WORKER_OPTIONS, wait=False)
+def pool_of(cluster: Cluster, queue: str) -> list[int]:
+    return pool_children(cluster.processes[worker_of(cluster, queue)].pid)
 
 
-def kill_pool_children(cluster: Cluster, queue: str) -> None:
-    for child in pool_children(cluster.processes[worker_of(cluster, queue)].pid):
-        os.kill(child, signal.SIGKILL)  # the main process forks new ones; their tasks are rejected back to the queue
+def kill_process_group(cluster: Cluster, db, queue: str) -> None:
+    def kill() -> None:
+        cluster.kill(worker_of(cluster, queue))
+        cluster.start_worker(queue, *WORKER_OPTIONS, wait=False)
+
+    kill_in_the_middle_of_work(db, lambda: pool_of(cluster, queue), kill)
+
+
+def kill_pool_children(cluster: Cluster, db, queue: str) -> None:
+    def kill() -> None:
+        for child in pool_of(cluster, queue):
+            os.kill(child, signal.SIGKILL)  # the main process forks new ones; their tasks are rejected back to the queue
+
+    kill_in_the_middle_of_work(db, lambda: pool_of(cluster, queue), kill)
+
+
+def kill_in_the_middle_of_work(db, pool: Callable[[], list[int]], kill: Callable[[], None], tries: int = 20) -> None:
+    """`kill` at an instant a process of `pool()` holds a claim, again (`pool` is asked anew: the
+    restarted worker's) until a kill left a claim of a dead process behind. Stages here take
+    milliseconds, so a kill at a chosen share of the run often falls between two tasks and tests
+    nothing a clean shutdown would not."""
+    for _ in range(tries):
+        held = wait_for(lambda: claims_held_by(db, pool()), 60, "a claim held by the worker to kill", 0.002)
+        kill()
+        if any(not finished_by_its_holder(db, claim) for claim in held):
+            return
+    raise AssertionError(f"{tries} kills in a row each came after the work it saw had been stored")
+
+
+def claims_held_by(db, pids: list[int]) -> list[dict]:
+    prefixes = [f"{socket.gethostname()}:{pid}:%" for pid in pids]
+    return rows(db, "SELECT id, state, attempts FROM turns WHERE state = ANY(:working) AND claimed_by LIKE ANY(:prefixes)",
+                working=list(BY_WORKING_STATE), prefixes=prefixes) if pids else []
+
+
+def finished_by_its_holder(db, claim: dict) -> bool:
+    """The holder stored its work before it was killed: the turn moved past the stage with no
+    claim since (a turn handed back to the stage, or claimed again, was caught in the middle)."""
+    now = rows(db, "SELECT state, attempts FROM turns WHERE id = :id", id=claim["id"])[0]
+    return now["attempts"] == claim["attempts"] and now["state"] not in (claim["state"], BY_WORKING_STATE[claim["state"]].waiting.value)
 
 
 def kill_main_process(cluster: Cluster, queue: str) -> None:
@@ -166,8 +204,8 @@ def test_a_fault_free_run_and_a_run_under_chaos_both_finish_whole(cluster, db):
     run_id = start_run(cluster)
     misconfigured = start_misconfigured_workers(cluster)
     faults = [
-        (1 / 12, lambda: kill_process_group(cluster, "generate")),
-        (2.5 / 12, lambda: kill_pool_children(cluster, "clean")),
+        (1 / 12, lambda: kill_process_group(cluster, db, "generate")),
+        (2.5 / 12, lambda: kill_pool_children(cluster, db, "clean")),
         (4 / 12, lambda: flush_redis(cluster)),
         (5.5 / 12, lambda: cut_postgres(db)),
         (7 / 12, lambda: deliver_in_flight_again(cluster, db, run_id)),
@@ -186,7 +224,7 @@ def test_a_fault_free_run_and_a_run_under_chaos_both_finish_whole(cluster, db):
     print(f"\n{TRAJECTORIES} x {TURNS} turns: fault-free {calm_s:.1f} s, under chaos {chaos_s:.1f} s ({chaos_s / calm_s:.2f}x)")
     assert_whole(cluster, db, run_id)
     assert all(during), f"faults that came after the run had ended: {during}"
-    assert sum(t["attempts"] - 3 for t in turns_of(db, run_id)) > 0  # the kills took work in progress: claims were retried
+    assert sum(t["attempts"] - 3 for t in turns_of(db, run_id)) > 0  # the killed claims were claimed again
 
     finished, asked, stale = turns_of(db, calm_run, run_id), len(cluster.double_requests()), set(broker(cluster).hkeys("unacked"))
     deliver(cluster, [(stage.name, t["id"]) for t in finished for stage in STAGES])
