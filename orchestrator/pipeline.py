@@ -21,7 +21,7 @@ from db import turns as turn_queries
 from db.models import TrajectoryStatus, TurnState, utcnow
 from db.session import session_scope, statement_scope
 from orchestrator import process_identity
-from orchestrator.heartbeat import LeaseHeartbeat
+from orchestrator.heartbeat import keep_leased
 from orchestrator.problems import ProblemSpec
 from orchestrator.prompts import PastTurn
 from orchestrator.queues import enqueue
@@ -144,7 +144,7 @@ def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
         retry_or_fail(stage, claim, f"loading the turn failed: {type(error).__name__}: {error}")
         return
     try:
-        with LeaseHeartbeat(url, claim, settings.lease_seconds):
+        with keep_leased(url, claim, settings.lease_seconds):
             outcome = _guarded(stage, work, context)
     except RETRYABLE as error:
         retry_or_fail(stage, claim, f"{type(error).__name__}: {error}")

@@ -1,7 +1,8 @@
 """Ways a turn could be lost, held up or taken from a live worker, each reproduced on the real parts
 (Postgres, Redis, a Celery worker where one is needed): a dead worker's unacknowledged message, a
-turn that cannot even be loaded, a lease renewed while the reconciler acts on it, a worker whose
-database is unreachable, and a claim whose process has ended while its lease still runs."""
+turn that cannot even be loaded, a lease renewed while the reconciler acts on it, leases renewed
+by one thread per process and let go when their work ends, a worker whose database is unreachable,
+and a claim whose process has ended while its lease still runs."""
 from __future__ import annotations
 
 import subprocess
@@ -17,6 +18,7 @@ from db import turns as turn_queries
 from db.models import TurnState
 from db.session import session_scope
 from orchestrator.broker_queue import message_turn
+from orchestrator.heartbeat import LeaseKeeper
 from orchestrator.problems import BUNDLED_DIR
 from orchestrator.settings import to_sqlalchemy_url
 from orchestrator.stages import CLEAN, GENERATE
@@ -98,6 +100,29 @@ def test_reconciler_never_takes_over_a_lease_renewed_after_it_looked(cluster, db
     turn = turn_row(db, turn_id)
     assert (turn["state"], turn["attempts"], turn["claimed_by"]) == ("generating", 1, "worker")
     cluster.kturn("cancel", str(run_id))
+
+
+def test_one_thread_keeps_every_lease_of_its_process_and_lets_go_of_each_when_its_work_ends(cluster, db, postgres_url, caplog):
+    url, lease = to_sqlalchemy_url(postgres_url), 0.6
+    runs, claims = [], []
+    for _ in range(3):
+        run_id, turn_id = new_run(cluster, db)
+        with session_scope(url) as session:
+            claims.append(turn_queries.claim(session, turn_id, TurnState.pending, TurnState.generating, "worker", lease))
+        runs.append(run_id)
+    leased = lambda claim: rows(db, "SELECT lease_expires_at > now() AS leased FROM turns WHERE id = :id", id=claim.turn_id)[0]["leased"]  # noqa: E731
+    keeper = LeaseKeeper()
+    with keeper.holding(url, claims[0], lease), keeper.holding(url, claims[1], lease), keeper.holding(url, claims[2], lease):
+        with session_scope(url) as session:  # the reconciler hands the third on: its renewals stop
+            assert turn_queries.release_claim(session, claims[2], TurnState.pending)
+        time.sleep(4 * lease)
+        assert leased(claims[0]) and leased(claims[1])
+        assert [t.name for t in threading.enumerate()].count("lease-keeper") == 1
+        assert "lease lost" in caplog.text and f"turn {claims[2].turn_id}" in caplog.text
+    time.sleep(2 * lease)
+    assert not leased(claims[0]) and not leased(claims[1])
+    for run_id in runs:
+        cluster.kturn("cancel", str(run_id))
 
 
 def test_a_turn_that_cannot_be_loaded_fails_after_max_attempts_with_the_error(cluster, db):
