@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from celery.utils import uuid
+from kombu import Producer
+
 from orchestrator.app import app
 from orchestrator.stages import Stage
 
 
 def enqueue(stage: Stage, turn_id: int) -> None:
-    app.send_task(stage.task_name, args=[turn_id], queue=stage.queue, routing_key=stage.queue)
+    send_many(stage.task_name, stage.queue, [turn_id])
 
 
 def enqueue_many(stage: Stage, turn_ids: Iterable[int]) -> None:
@@ -16,8 +19,21 @@ def enqueue_many(stage: Stage, turn_ids: Iterable[int]) -> None:
 
 
 def send_many(task_name: str, queue: str, ids: Iterable[int | str]) -> None:
-    """A task per id through one producer (one connection, one queue declaration): a run of ten
-    thousand trajectories is ten thousand LPUSHes and nothing more."""
+    """A task per id through one producer (one connection): a run of ten thousand trajectories is
+    ten thousand LPUSHes and nothing more."""
     with app.producer_or_acquire() as producer:
         for one_id in ids:
-            app.send_task(task_name, args=[one_id], queue=queue, routing_key=queue, producer=producer)
+            _publish(producer, task_name, queue, one_id)
+
+
+def _publish(producer: Producer, task_name: str, queue: str, one_id: int | str) -> None:
+    """Celery's own task message (protocol 2, as `send_task` builds it) put on the queue by name,
+    through the anonymous exchange, where `send_task` puts it too. `send_task`'s routing and its
+    check of the queue's declaration were 40 % of a publish's CPU, for a queue whose name is all
+    there is to know."""
+    parent = app.current_worker_task  # the task that enqueues, as send_task links it (Flower's parent and root)
+    parent_id = parent.request.id if parent else None
+    message = app.amqp.create_task_message(uuid(), task_name, [one_id], None, reply_to=app.thread_oid, ignore_result=None,
+                                           root_id=parent and (parent.request.root_id or parent_id), parent_id=parent_id)
+    producer.publish(message.body, exchange="", routing_key=queue, headers=message.headers, serializer=app.conf.task_serializer,
+                     retry=app.conf.task_publish_retry, retry_policy=app.conf.task_publish_retry_policy, **message.properties)
