@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Integer, Interval, String, and_, bindparam, case, func, insert, literal, null, select, update
 from sqlalchemy.orm import Session, aliased
 
-from db.session import Executor, dialect_of
+from db.session import Executor, dialect_of, driver_rows
 from db.models import (FINAL_TURN_STATES, WAITING_TURN_STATES, WORKING_TURN_STATES, Problem, Run, Trajectory, TrajectoryStatus,
                        Turn, TurnState, utcnow)
 
@@ -103,7 +103,7 @@ def claim_with_context(db: Executor, turn_id: int, waiting: TurnState, working: 
             return None
         turn = row._asdict()
         return _claim_of_row(turn, turn_id, working), turn, context_rows(db, turn["trajectory_id"], turn["turn_index"])
-    rows = [row._asdict() for row in db.execute(_claiming_with_context(waiting, working), params)]
+    rows = driver_rows(db, _claiming_with_context(waiting, working), params)
     if not rows:
         return None
     turn = {name: rows[0][name] for name in CLAIMED_NAMES}

@@ -2,9 +2,9 @@
 production: counts this process's Postgres and Redis round trips and the CPU each Celery task
 takes, and writes them to $KTURN_PROBE_DIR/<pid>.json every half second.
 
-Postgres: every statement SQLAlchemy sends is a round trip, and so are BEGIN and COMMIT (psycopg 3
-sends each on its own) of a transaction that is not in autocommit; a new connection's start-up is
-counted apart. Redis: every command or pipeline redis-py sends (kombu's included) is one round trip.
+Postgres, counted at the driver (psycopg), so statements sent past SQLAlchemy count too: every
+statement is a round trip, and so are BEGIN and COMMIT or ROLLBACK (psycopg 3 sends each on its own)
+of a transaction that is not in autocommit; a new connection's start-up is counted apart. Redis: every command or pipeline redis-py sends (kombu's included) is one round trip.
 """
 import os
 
@@ -46,32 +46,35 @@ if os.environ.get("KTURN_PROBE_DIR"):
     os.register_at_fork(after_in_child=_forked)
     atexit.register(_dump)
 
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
+    import psycopg
+    from psycopg.pq import TransactionStatus
 
-    def _autocommit(connection) -> bool:
-        return connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    def _counted(execute):
+        def counted(self, *args, **kwargs):
+            if not self.connection.autocommit and self.connection.info.transaction_status == TransactionStatus.IDLE:
+                _add("pg_begin")  # psycopg opens the transaction with a BEGIN of its own
+            _add("pg_statements")
+            return execute(self, *args, **kwargs)
+        return counted
 
-    @event.listens_for(Engine, "before_cursor_execute")
-    def _statement(connection, cursor, statement, parameters, context, executemany):
-        _add("pg_statements")
-        if not _autocommit(connection) and not connection.info.get("probe_in_tx"):
-            connection.info["probe_in_tx"] = True
-            _add("pg_begin")
+    def _ending(end, key):
+        def ending(self):
+            if self.info.transaction_status != TransactionStatus.IDLE:  # with none open, psycopg sends nothing
+                _add(key)
+            return end(self)
+        return ending
 
-    @event.listens_for(Engine, "commit")
-    def _commit(connection):
-        if connection.info.pop("probe_in_tx", False):
-            _add("pg_commit")
+    _connect = psycopg.Connection.connect.__func__
 
-    @event.listens_for(Engine, "rollback")
-    def _rollback(connection):
-        if connection.info.pop("probe_in_tx", False):
-            _add("pg_rollback")
-
-    @event.listens_for(Engine, "connect")
-    def _connect(dbapi_connection, record):
+    def _counted_connect(cls, *args, **kwargs):
         _add("pg_connects")
+        return _connect(cls, *args, **kwargs)
+
+    psycopg.Cursor.execute = _counted(psycopg.Cursor.execute)
+    psycopg.Cursor.executemany = _counted(psycopg.Cursor.executemany)
+    psycopg.Connection.commit = _ending(psycopg.Connection.commit, "pg_commit")
+    psycopg.Connection.rollback = _ending(psycopg.Connection.rollback, "pg_rollback")
+    psycopg.Connection.connect = classmethod(_counted_connect)
 
     import redis.connection
 

@@ -1,0 +1,68 @@
+"""db.session.driver_rows on the real Postgres: the claim it runs straight on the driver reads what
+SQLAlchemy's own execution reads, value for value and type for type, and a lost connection is
+raised as SQLAlchemy raises it, with the next claim on a fresh connection."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from db import runs as run_queries
+from db import turns as turn_queries
+from db.migrate import upgrade
+from db.models import TurnState
+from db.session import session_scope, statement_scope
+from orchestrator.settings import to_sqlalchemy_url
+from tests.cluster import rows
+
+pytestmark = pytest.mark.integration
+
+PROBLEM = run_queries.NewProblem("1_ReLU", 1, "source", "1" * 64, "a/1_ReLU.py")
+CONFIG = {"gamma": 0.4, "max_turns": 3, "nested": {"list": [1, 2.5, None, "x"], "flag": True}}
+
+
+@pytest.fixture(scope="module")
+def url(postgres_url):
+    # a URL of its own: an engine, and so a pool, no other test shares
+    sqlalchemy_url = to_sqlalchemy_url(postgres_url) + "?application_name=kturn_driver_rows_test"
+    upgrade(sqlalchemy_url)
+    return sqlalchemy_url
+
+
+def second_turns(url: str, db, samples: int) -> list[int]:
+    """Each trajectory's turn 1, pending, after a turn 0 that was scored."""
+    with session_scope(url) as session:
+        _, first_turns = run_queries.create(session, CONFIG, [PROBLEM], samples=samples)
+    with db.begin() as connection:
+        trajectories = connection.execute(text("""UPDATE turns SET state = 'done', reward = 0.25, cleaned_response = 'answer',
+                                                  feedback = 'it compiled' WHERE id = ANY(:ids) RETURNING trajectory_id"""),
+                                          {"ids": first_turns}).scalars().all()
+        return [turn_queries.add_next(connection, trajectory, 1) for trajectory in trajectories]
+
+
+def test_the_claim_reads_what_sqlalchemy_reads(url, db):
+    ours, theirs = second_turns(url, db, samples=2)
+    with statement_scope(url) as connection:
+        _claim, _turn, driver = turn_queries.claim_with_context(connection, ours, TurnState.pending, TurnState.generating, "w", 60)
+        statement = turn_queries._claiming_with_context(TurnState.pending, TurnState.generating)
+        alchemy = [row._asdict() for row in connection.execute(statement, {"turn_id": theirs, "worker": "w", "lease": timedelta(seconds=60)})]
+    per_trajectory = {"trajectory_id", "sample_index"}
+    typed = lambda rows_: [{k: (type(v), v) for k, v in row.items() if k not in per_trajectory} for row in rows_]  # noqa: E731
+    assert typed(driver) == typed(alchemy)
+    assert driver[0]["config"] == CONFIG and driver[0]["earlier_reward"] == 0.25 and driver[0]["earlier_answer"] == "answer"
+
+
+def test_a_lost_connection_is_raised_as_sqlalchemys_and_the_next_claim_gets_a_fresh_one(url, db):
+    [turn_id] = second_turns(url, db, samples=1)
+    with statement_scope(url) as connection:
+        backend = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+    rows(db, "SELECT pg_terminate_backend(:pid) AS cut", pid=backend)
+    with pytest.raises(OperationalError) as raised:
+        with statement_scope(url) as connection:  # the pool hands out the connection that was cut
+            turn_queries.claim_with_context(connection, turn_id, TurnState.pending, TurnState.generating, "w", 60)
+    assert raised.value.connection_invalidated
+    with statement_scope(url) as connection:
+        claimed = turn_queries.claim_with_context(connection, turn_id, TurnState.pending, TurnState.generating, "w", 60)
+    assert claimed is not None and claimed[0].attempt == 1
