@@ -33,13 +33,13 @@ class LeaseKeeper:
     @contextmanager
     def holding(self, url: str, claim: turn_queries.Claim, lease_seconds: float) -> Iterator[None]:
         """The claim's lease is renewed until the block ends."""
-        with self._changed:
-            self._held[claim] = (url, lease_seconds)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._renew_forever, name="lease-keeper", daemon=True)
-                self._thread.start()
-            self._changed.notify()
         try:
+            with self._changed:
+                self._held[claim] = (url, lease_seconds)
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._renew_forever, name="lease-keeper", daemon=True)
+                    self._thread.start()
+                self._changed.notify()
             yield
         finally:
             with self._changed:

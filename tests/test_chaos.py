@@ -1,6 +1,6 @@
 """Chaos, short form: a run of 150 trajectories x 3 turns on the real parts (Postgres, Redis, two
 prefork workers per queue, the SGLang double, `kturn reconcile --every 1`) while workers are
-SIGKILLed (a whole process group and the pool children alone, each at an instant it holds a claim;
+SIGKILLed (a whole process group and pool children alone, each at an instant it holds a claim;
 the main process alone), Redis is flushed, every Postgres connection is cut, every turn in flight is
 delivered a second time (what a broker's redelivery does), and workers run pointed at a wrong Redis
 port and a wrong Postgres port. At the end every trajectory completed with exactly one row per turn,
@@ -74,50 +74,57 @@ def worker_of(cluster: Cluster, queue: str) -> str:
     return next(name for name in cluster.processes if name.startswith(f"{queue}-"))
 
 
-def pool_of(cluster: Cluster, queue: str) -> list[int]:
-    return pool_children(cluster.processes[worker_of(cluster, queue)].pid)
+def pools_of(cluster: Cluster, queue: str) -> dict[int, str]:
+    """Each pool process of the queue's workers, with its worker's name."""
+    return {child: name for name in [n for n in cluster.processes if n.startswith(f"{queue}-")]
+            for child in pool_children(cluster.processes[name].pid)}
 
 
 def kill_process_group(cluster: Cluster, db, queue: str) -> None:
-    def kill() -> None:
-        cluster.kill(worker_of(cluster, queue))
+    def kill(holder: int, pools: dict[int, str]) -> None:
+        cluster.kill(pools[holder])
         cluster.start_worker(queue, *WORKER_OPTIONS, wait=False)
 
-    kill_in_the_middle_of_work(db, lambda: pool_of(cluster, queue), kill)
+    kill_in_the_middle_of_work(db, lambda: pools_of(cluster, queue), kill)
 
 
 def kill_pool_children(cluster: Cluster, db, queue: str) -> None:
-    def kill() -> None:
-        for child in pool_of(cluster, queue):
-            os.kill(child, signal.SIGKILL)  # the main process forks new ones; their tasks are rejected back to the queue
+    def kill(holder: int, _pools: dict[int, str]) -> None:
+        os.kill(holder, signal.SIGKILL)  # its main process forks another; its task is rejected back to the queue
 
-    kill_in_the_middle_of_work(db, lambda: pool_of(cluster, queue), kill)
+    kill_in_the_middle_of_work(db, lambda: pools_of(cluster, queue), kill)
 
 
-def kill_in_the_middle_of_work(db, pool: Callable[[], list[int]], kill: Callable[[], None], tries: int = 20) -> None:
-    """`kill` at an instant a process of `pool()` holds a claim, again (`pool` is asked anew: the
-    restarted worker's) until a kill left a claim of a dead process behind. Stages here take
-    milliseconds, so a kill at a chosen share of the run often falls between two tasks and tests
-    nothing a clean shutdown would not."""
+def kill_in_the_middle_of_work(db, pools: Callable[[], dict[int, str]], kill: Callable[[int, dict[int, str]], None],
+                               tries: int = 20) -> None:
+    """`kill` a pool process of `pools()` (or its worker) at an instant it holds a claim, again
+    (`pools` is asked anew: restarted workers') until a kill left a claim of a dead process behind.
+    Stages here take milliseconds, so a kill at a chosen share of the run often falls between two
+    tasks and tests nothing a clean shutdown would not. The pools are looked up before the watch:
+    a lookup (pgrep) between seeing the claim and the kill took as long as a task."""
     for _ in range(tries):
-        held = wait_for(lambda: claims_held_by(db, pool()), 60, "a claim held by the worker to kill", 0.002)
-        kill()
-        if any(not finished_by_its_holder(db, claim) for claim in held):
+        pool = wait_for(pools, 60, "the pool processes of the workers to kill", 0.05)
+        claim = wait_for(lambda: claims_held_by(db, list(pool)), 60, "a claim held by a worker to kill", 0.002)[0]
+        kill(claim["holder"], pool)
+        if not finished_by_its_holder(db, claim):
             return
     raise AssertionError(f"{tries} kills in a row each came after the work it saw had been stored")
 
 
 def claims_held_by(db, pids: list[int]) -> list[dict]:
+    """The claims held by the processes `pids` (a claim records its holder as host:pid:...)."""
     prefixes = [f"{socket.gethostname()}:{pid}:%" for pid in pids]
-    return rows(db, "SELECT id, state, attempts FROM turns WHERE state = ANY(:working) AND claimed_by LIKE ANY(:prefixes)",
-                working=list(BY_WORKING_STATE), prefixes=prefixes) if pids else []
+    return [{**claim, "holder": int(claim["claimed_by"].split(":")[1])} for claim in
+            rows(db, "SELECT id, state, claimed_by FROM turns WHERE state = ANY(:working) AND claimed_by LIKE ANY(:prefixes)",
+                 working=list(BY_WORKING_STATE), prefixes=prefixes)] if pids else []
 
 
 def finished_by_its_holder(db, claim: dict) -> bool:
-    """The holder stored its work before it was killed: the turn moved past the stage with no
-    claim since (a turn handed back to the stage, or claimed again, was caught in the middle)."""
-    now = rows(db, "SELECT state, attempts FROM turns WHERE id = :id", id=claim["id"])[0]
-    return now["attempts"] == claim["attempts"] and now["state"] not in (claim["state"], BY_WORKING_STATE[claim["state"]].waiting.value)
+    """The holder stored its work before it was killed: the turn moved past the stage (one caught in
+    the middle is still held there, or was handed back to it; a turn handed back, claimed again and
+    stored before this looks is taken for one that escaped, which costs one kill more)."""
+    state = rows(db, "SELECT state FROM turns WHERE id = :id", id=claim["id"])[0]["state"]
+    return state not in (claim["state"], BY_WORKING_STATE[claim["state"]].waiting.value)
 
 
 def kill_main_process(cluster: Cluster, queue: str) -> None:

@@ -31,10 +31,21 @@ def url(postgres_url):
     return sqlalchemy_url
 
 
-def second_turns(url: str, db, samples: int) -> list[int]:
+@pytest.fixture
+def runs_made(db):
+    """The ids of the runs a test makes, deleted after it: their claimed turns would otherwise be
+    handed on by a later module's reconcile, into queues other tests count."""
+    made: list[int] = []
+    yield made
+    with db.begin() as connection:
+        connection.execute(text("DELETE FROM runs WHERE id = ANY(:ids)"), {"ids": made})
+
+
+def second_turns(url: str, db, runs_made: list[int], samples: int) -> list[int]:
     """Each trajectory's turn 1, pending, after a turn 0 that was scored."""
     with session_scope(url) as session:
-        _, first_turns = run_queries.create(session, CONFIG, [PROBLEM], samples=samples)
+        run_id, first_turns = run_queries.create(session, CONFIG, [PROBLEM], samples=samples)
+    runs_made.append(run_id)
     with db.begin() as connection:
         trajectories = connection.execute(text("""UPDATE turns SET state = 'done', reward = 0.25, cleaned_response = 'answer',
                                                   feedback = 'it compiled' WHERE id = ANY(:ids) RETURNING trajectory_id"""),
@@ -42,8 +53,8 @@ def second_turns(url: str, db, samples: int) -> list[int]:
         return [turn_queries.add_next(connection, trajectory, 1) for trajectory in trajectories]
 
 
-def test_the_claim_reads_what_sqlalchemy_reads(url, db):
-    ours, theirs = second_turns(url, db, samples=2)
+def test_the_claim_reads_what_sqlalchemy_reads(url, db, runs_made):
+    ours, theirs = second_turns(url, db, runs_made, samples=2)
     with statement_scope(url) as connection:
         _claim, _turn, driver = turn_queries.claim_with_context(connection, ours, TurnState.pending, TurnState.generating, "w", 60)
         statement = turn_queries._claiming_with_context(TurnState.pending, TurnState.generating)
@@ -54,15 +65,15 @@ def test_the_claim_reads_what_sqlalchemy_reads(url, db):
     assert driver[0]["config"] == CONFIG and driver[0]["earlier_reward"] == 0.25 and driver[0]["earlier_answer"] == "answer"
 
 
-def test_a_lost_connection_is_raised_as_sqlalchemys_and_the_next_claim_gets_a_fresh_one(url, db):
-    [turn_id] = second_turns(url, db, samples=1)
-    with statement_scope(url) as connection:
-        backend = connection.execute(text("SELECT pg_backend_pid()")).scalar()
-    rows(db, "SELECT pg_terminate_backend(:pid) AS cut", pid=backend)
+def test_a_lost_connection_is_raised_as_sqlalchemys_and_the_next_claim_gets_a_fresh_one(url, db, runs_made):
+    [turn_id] = second_turns(url, db, runs_made, samples=1)
+    with statement_scope(url) as one, statement_scope(url) as another:  # two connections in the pool, both cut below
+        backends = [c.execute(text("SELECT pg_backend_pid()")).scalar() for c in (one, another)]
+    rows(db, "SELECT pg_terminate_backend(pid) AS cut FROM unnest(CAST(:pids AS int[])) AS pid", pids=backends)
     with pytest.raises(OperationalError) as raised:
-        with statement_scope(url) as connection:  # the pool hands out the connection that was cut
+        with statement_scope(url) as connection:  # the pool hands out a connection that was cut
             turn_queries.claim_with_context(connection, turn_id, TurnState.pending, TurnState.generating, "w", 60)
-    assert raised.value.connection_invalidated
+    assert raised.value.connection_invalidated  # and with it the other one: the next claim gets a fresh connection
     with statement_scope(url) as connection:
         claimed = turn_queries.claim_with_context(connection, turn_id, TurnState.pending, TurnState.generating, "w", 60)
     assert claimed is not None and claimed[0].attempt == 1

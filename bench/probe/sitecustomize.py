@@ -75,6 +75,7 @@ if os.environ.get("KTURN_PROBE_DIR"):
     psycopg.Connection.commit = _ending(psycopg.Connection.commit, "pg_commit")
     psycopg.Connection.rollback = _ending(psycopg.Connection.rollback, "pg_rollback")
     psycopg.Connection.connect = classmethod(_counted_connect)
+    psycopg.connect = psycopg.Connection.connect  # the module's name was bound at import; SQLAlchemy calls it
 
     import redis.connection
 
