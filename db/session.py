@@ -5,7 +5,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event

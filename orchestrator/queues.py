@@ -21,19 +21,18 @@ def enqueue_many(stage: Stage, turn_ids: Iterable[int]) -> None:
 def send_many(task_name: str, queue: str, ids: Iterable[int | str]) -> None:
     """A task per id through one producer (one connection): a run of ten thousand trajectories is
     ten thousand LPUSHes and nothing more."""
+    parent = app.current_worker_task  # the task that enqueues, linked as send_task links it (Flower's parent and root)
+    links = {"parent_id": parent.request.id, "root_id": parent.request.root_id or parent.request.id} if parent else {}
     with app.producer_or_acquire() as producer:
         for one_id in ids:
-            _publish(producer, task_name, queue, one_id)
+            _publish(producer, task_name, queue, one_id, links)
 
 
-def _publish(producer: Producer, task_name: str, queue: str, one_id: int | str) -> None:
+def _publish(producer: Producer, task_name: str, queue: str, one_id: int | str, links: dict[str, str]) -> None:
     """Celery's own task message (protocol 2, as `send_task` builds it) put on the queue by name,
     through the anonymous exchange, where `send_task` puts it too. `send_task`'s routing and its
     check of the queue's declaration were 40 % of a publish's CPU, for a queue whose name is all
     there is to know."""
-    parent = app.current_worker_task  # the task that enqueues, as send_task links it (Flower's parent and root)
-    parent_id = parent.request.id if parent else None
-    message = app.amqp.create_task_message(uuid(), task_name, [one_id], None, reply_to=app.thread_oid, ignore_result=None,
-                                           root_id=parent and (parent.request.root_id or parent_id), parent_id=parent_id)
+    message = app.amqp.create_task_message(uuid(), task_name, [one_id], None, reply_to=app.thread_oid, ignore_result=None, **links)
     producer.publish(message.body, exchange="", routing_key=queue, headers=message.headers, serializer=app.conf.task_serializer,
                      retry=app.conf.task_publish_retry, retry_policy=app.conf.task_publish_retry_policy, **message.properties)
