@@ -5,7 +5,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -57,6 +57,10 @@ class TurnState(str, enum.Enum):
 FINAL_TURN_STATES = (TurnState.done, TurnState.failed, TurnState.cancelled)
 WAITING_TURN_STATES = (TurnState.pending, TurnState.generated, TurnState.cleaned, TurnState.built)
 WORKING_TURN_STATES = (TurnState.generating, TurnState.cleaning, TurnState.building, TurnState.evaluating)
+
+
+def _in_states(states: tuple[TurnState, ...]):
+    return text("state IN ({})".format(", ".join(f"'{state.value}'" for state in states)))
 
 
 class Run(Base):
@@ -112,8 +116,11 @@ class Turn(Base):
     __tablename__ = "turns"
     __table_args__ = (
         UniqueConstraint("trajectory_id", "turn_index"),
-        Index("ix_turns_state_lease", "state", "lease_expires_at"),
-        Index("ix_turns_state_updated", "state", "updated_at"),
+        # The reconciler's: partial, so that a stage's lookup by id never takes them (migration 0010).
+        Index("ix_turns_working_lease", "lease_expires_at", postgresql_where=_in_states(WORKING_TURN_STATES),
+              sqlite_where=_in_states(WORKING_TURN_STATES)),
+        Index("ix_turns_waiting_since", "updated_at", postgresql_where=_in_states(WAITING_TURN_STATES),
+              sqlite_where=_in_states(WAITING_TURN_STATES)),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -10,7 +10,7 @@ from functools import lru_cache
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, Interval, String, and_, bindparam, case, func, insert, literal, null, select, update
+from sqlalchemy import Integer, Interval, String, and_, bindparam, case, func, insert, literal, literal_column, null, select, update
 from sqlalchemy.orm import Session, aliased
 
 from db.session import Executor, dialect_of, driver_rows
@@ -54,6 +54,14 @@ def claim(db: Executor, turn_id: int, waiting: TurnState, working: TurnState, wo
     return None if row is None else _claim_of_row(row._asdict(), turn_id, working)
 
 
+def _state_is(state: TurnState):
+    """`turns.state = state` in a form no index serves, for statements that find their turn by id:
+    from statistics taken before a run's turns arrived, Postgres costs a scan of the turns in one
+    state as cheap as the primary key, and a claim would walk a whole stage's backlog
+    (tests/test_query_plans.py)."""
+    return Turn.state.concat(literal_column("''")) == state.value
+
+
 # Statements are built once per process (by dialect and states) and executed with parameters:
 # building them costs more CPU than the round trip they make.
 
@@ -63,7 +71,7 @@ def _claiming(dialect: str, waiting: TurnState, working: TurnState):
     now = func.now() if postgres else bindparam("now", type_=Turn.updated_at.type)
     return (
         update(Turn)
-        .where(Turn.id == bindparam("turn_id"), Turn.state == waiting.value)
+        .where(Turn.id == bindparam("turn_id"), _state_is(waiting))
         .values(
             state=working.value,
             attempts=Turn.attempts + 1,
@@ -151,7 +159,7 @@ def _context_select(trajectories, trajectory_id, before_index, *leading):
 def _held(db: Executor, claim: Claim, lease_expired: bool):
     """`claim` still holds the turn; with `lease_expired`, its lease has also run out at this very
     moment (so a lease its worker renewed after someone looked is never taken over)."""
-    conditions = [Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt]
+    conditions = [Turn.id == claim.turn_id, _state_is(claim.working), Turn.attempts == claim.attempt]
     if lease_expired:
         conditions.append(Turn.lease_expires_at < clock(db))
     return and_(*conditions)
@@ -188,7 +196,7 @@ def store(db: Executor, claim: Claim, next_state: TurnState, lease_expired: bool
 @lru_cache(maxsize=256)
 def _storing(dialect: str, working: TurnState, next_state: TurnState, lease_expired: bool, columns: tuple[str, ...]):
     now = func.now() if dialect == "postgresql" else bindparam("now", type_=Turn.updated_at.type)
-    held = [Turn.id == bindparam("turn_id"), Turn.state == working.value, Turn.attempts == bindparam("attempt")]
+    held = [Turn.id == bindparam("turn_id"), _state_is(working), Turn.attempts == bindparam("attempt")]
     if lease_expired:
         held.append(Turn.lease_expires_at < now)
     return (
@@ -226,7 +234,7 @@ def _storing_done(working: TurnState, columns: tuple[str, ...], adding: bool):
     status = select(locked.c.status).scalar_subquery()
     stored = (
         update(Turn)
-        .where(Turn.id == bindparam("turn_id"), Turn.state == working.value, Turn.attempts == bindparam("attempt"), status.is_not(None))
+        .where(Turn.id == bindparam("turn_id"), _state_is(working), Turn.attempts == bindparam("attempt"), status.is_not(None))
         .values(state=TurnState.done.value, stage_attempts=0, lease_expires_at=None, updated_at=func.now(),
                 **{column: bindparam(f"v_{column}", type_=getattr(Turn, column).type) for column in columns})
         .returning(Turn.id)
@@ -315,7 +323,7 @@ WAITING = tuple(state.value for state in WAITING_TURN_STATES)
 
 
 def expired_leases(db: Executor, now: datetime, limit: int | None = None) -> list[Claim]:
-    """The claims of working turns whose lease ran out, oldest lease first (index ix_turns_state_lease)."""
+    """The claims of working turns whose lease ran out, oldest lease first (index ix_turns_working_lease)."""
     return [claim for claim, _holder in _working_claims(db, Turn.lease_expires_at < now, limit)]
 
 
@@ -339,7 +347,7 @@ def _working_claims(db: Executor, condition, limit: int | None = None) -> list[t
 
 def waiting_since(db: Executor, before: datetime, limit: int | None = None) -> list[tuple[int, str]]:
     """(id, state) of turns waiting for a stage since `before` or longer, longest first (index
-    ix_turns_state_updated)."""
+    ix_turns_waiting_since)."""
     rows = db.execute(
         select(Turn.id, Turn.state).where(Turn.state.in_(WAITING), Turn.updated_at <= before).order_by(Turn.updated_at).limit(limit)
     )
@@ -388,7 +396,7 @@ def update_cleaning(db: Executor, turn_id: int, values: dict[str, Any]) -> None:
 def extend_lease(db: Executor, claim: Claim, lease_seconds: float) -> bool:
     result = db.execute(
         update(Turn)
-        .where(Turn.id == claim.turn_id, Turn.state == claim.working.value, Turn.attempts == claim.attempt)
+        .where(Turn.id == claim.turn_id, _state_is(claim.working), Turn.attempts == claim.attempt)
         .values(lease_expires_at=clock(db) + timedelta(seconds=lease_seconds))
     )
     return result.rowcount == 1
