@@ -40,7 +40,10 @@ def _sessions(url: str) -> sessionmaker:
 
 @lru_cache(maxsize=8)
 def _autocommit_engine(url: str) -> Engine:
-    return engine_for(url).execution_options(isolation_level="AUTOCOMMIT")
+    """A pool of its own, its connections in autocommit from the start. An engine derived with
+    `execution_options(isolation_level=...)` shares the sessions' pool and sets the level at every
+    checkout and resets it at every checkin: 0.37-0.40 ms of CPU per statement against 0.26-0.27."""
+    return create_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
 
 
 @contextmanager
@@ -86,14 +89,15 @@ def driver_rows(db: Executor, statement: Executable, params: dict[str, Any]) -> 
     share one cached compilation, so the result metadata is rebuilt on each.) Errors are raised as
     SQLAlchemy raises them, and a lost connection is invalidated with every older one of its pool
     (the server likely dropped them all), as `execute` does."""
+    from psycopg.rows import dict_row  # here: the embedded default (SQLite) never loads psycopg
+
     connection = db if isinstance(db, Connection) else db.connection()
     compiled = _compiled(statement, connection.dialect)
     dbapi = connection.dialect.loaded_dbapi
-    cursor = connection.connection.dbapi_connection.cursor()
+    cursor = connection.connection.dbapi_connection.cursor(row_factory=dict_row)  # names read off the result: no Column objects
     try:
         cursor.execute(compiled.string, compiled.construct_params(params))
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return cursor.fetchall()
     except dbapi.Error as error:
         lost = connection.dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
         if lost:  # SQLAlchemy's own handling of a lost connection: older pooled ones are replaced at checkout

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.dialects import postgresql
 
 from db import runs as run_queries
@@ -124,13 +124,12 @@ def test_the_reconcilers_queries_keep_an_index_of_their_own():
 def reconciler_statements(sqlalchemy_url: str) -> list[tuple[str, Any]]:
     """What the reconciler's two queries send, as sent (20 turns each here)."""
     sent = []
-    engine = engine_for(sqlalchemy_url)
     listener = lambda _c, _cursor, statement, params, _context, _many: sent.append((statement, params))  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listener)
+    event.listen(Engine, "before_cursor_execute", listener)  # every engine: the test's own and kturn's
     try:
         with statement_scope(sqlalchemy_url) as db:
             assert len(turn_queries.waiting_since(db, utcnow(), limit=2000)) == 20
             assert len(turn_queries.expired_leases(db, utcnow(), limit=2000)) == 20
     finally:
-        event.remove(engine, "before_cursor_execute", listener)
+        event.remove(Engine, "before_cursor_execute", listener)
     return sent
