@@ -5,7 +5,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, column, literal_column
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -59,8 +59,11 @@ WAITING_TURN_STATES = (TurnState.pending, TurnState.generated, TurnState.cleaned
 WORKING_TURN_STATES = (TurnState.generating, TurnState.cleaning, TurnState.building, TurnState.evaluating)
 
 
-def _in_states(states: tuple[TurnState, ...]):
-    return text("state IN ({})".format(", ".join(f"'{state.value}'" for state in states)))
+def in_states(state_column, states: tuple[TurnState, ...]):
+    """`state IN (...)` with the states written out, not bound: the partial indexes of `turns` are
+    defined by this condition, and SQLite takes a partial index only for a query whose condition
+    has its very terms (bound values never match, nor would a Postgres plan made for any values)."""
+    return state_column.in_([literal_column(f"'{state.value}'") for state in states])
 
 
 class Run(Base):
@@ -117,10 +120,10 @@ class Turn(Base):
     __table_args__ = (
         UniqueConstraint("trajectory_id", "turn_index"),
         # The reconciler's: partial, so that a stage's lookup by id never takes them (migration 0010).
-        Index("ix_turns_working_lease", "lease_expires_at", postgresql_where=_in_states(WORKING_TURN_STATES),
-              sqlite_where=_in_states(WORKING_TURN_STATES)),
-        Index("ix_turns_waiting_since", "updated_at", postgresql_where=_in_states(WAITING_TURN_STATES),
-              sqlite_where=_in_states(WAITING_TURN_STATES)),
+        Index("ix_turns_working_lease", "lease_expires_at", postgresql_where=in_states(column("state"), WORKING_TURN_STATES),
+              sqlite_where=in_states(column("state"), WORKING_TURN_STATES)),
+        Index("ix_turns_waiting_since", "updated_at", postgresql_where=in_states(column("state"), WAITING_TURN_STATES),
+              sqlite_where=in_states(column("state"), WAITING_TURN_STATES)),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from db.models import WORKING_TURN_STATES, Run, RunStatus, Trajectory, Turn, TurnState
+from db.models import WORKING_TURN_STATES, Run, RunStatus, Trajectory, Turn, TurnState, in_states
 
 
 def _dicts(session: Session, sql: str, **params: Any) -> list[dict[str, Any]]:
@@ -52,5 +52,4 @@ def runs_by_status(session: Session) -> dict[str, int]:
 
 def expired_lease_count(session: Session, now: datetime) -> int:
     """Working turns whose lease ran out: their worker died and the reconciler has not acted yet."""
-    working = [state.value for state in WORKING_TURN_STATES]
-    return session.scalar(select(func.count(Turn.id)).where(Turn.state.in_(working), Turn.lease_expires_at < now))
+    return session.scalar(select(func.count(Turn.id)).where(in_states(Turn.state, WORKING_TURN_STATES), Turn.lease_expires_at < now))

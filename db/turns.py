@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, aliased
 
 from db.session import Executor, dialect_of, driver_rows
 from db.models import (FINAL_TURN_STATES, WAITING_TURN_STATES, WORKING_TURN_STATES, Problem, Run, Trajectory, TrajectoryStatus,
-                       Turn, TurnState, utcnow)
+                       Turn, TurnState, in_states, utcnow)
 
 
 def db_now(db: Executor) -> datetime:
@@ -318,9 +318,6 @@ def rewards_and_config(db: Executor, trajectory_id: int) -> tuple[list[tuple[str
     return [(state, reward) for state, reward, _ in rows], (rows[0][2] if rows else {})
 
 
-WORKING = tuple(state.value for state in WORKING_TURN_STATES)
-WAITING = tuple(state.value for state in WAITING_TURN_STATES)
-
 
 def expired_leases(db: Executor, now: datetime, limit: int | None = None) -> list[Claim]:
     """The claims of working turns whose lease ran out, oldest lease first (index ix_turns_working_lease)."""
@@ -337,7 +334,7 @@ def held_claims(db: Executor, turn_id: int | None = None, holder_prefix: str | N
 def _working_claims(db: Executor, condition, limit: int | None = None) -> list[tuple[Claim, str | None]]:
     rows = db.execute(
         select(Turn.id, Turn.attempts, Turn.state, Turn.stage_attempts, Turn.trajectory_id, Turn.claimed_by)
-        .where(Turn.state.in_(WORKING), condition)
+        .where(in_states(Turn.state, WORKING_TURN_STATES), condition)
         .order_by(Turn.lease_expires_at)
         .limit(limit)
     )
@@ -349,7 +346,7 @@ def waiting_since(db: Executor, before: datetime, limit: int | None = None) -> l
     """(id, state) of turns waiting for a stage since `before` or longer, longest first (index
     ix_turns_waiting_since)."""
     rows = db.execute(
-        select(Turn.id, Turn.state).where(Turn.state.in_(WAITING), Turn.updated_at <= before).order_by(Turn.updated_at).limit(limit)
+        select(Turn.id, Turn.state).where(in_states(Turn.state, WAITING_TURN_STATES), Turn.updated_at <= before).order_by(Turn.updated_at).limit(limit)
     )
     return [tuple(row) for row in rows]
 
@@ -357,7 +354,7 @@ def waiting_since(db: Executor, before: datetime, limit: int | None = None) -> l
 def waiting_in_trajectory(db: Executor, trajectory_id: int, from_index: int) -> list[tuple[int, str]]:
     """(id, state) of the trajectory's turns from `from_index` on that wait for a stage."""
     rows = db.execute(select(Turn.id, Turn.state).where(Turn.trajectory_id == trajectory_id, Turn.turn_index >= from_index,
-                                                            Turn.state.in_(WAITING)))
+                                                            in_states(Turn.state, WAITING_TURN_STATES)))
     return [tuple(row) for row in rows]
 
 
@@ -365,7 +362,7 @@ def live_leases(db: Executor, now: datetime, limit: int | None = None) -> list[t
     """(id, state, lease end) of working turns whose lease still runs: their worker may be alive,
     so the reconciler waits."""
     rows = db.execute(
-        select(Turn.id, Turn.state, Turn.lease_expires_at).where(Turn.state.in_(WORKING), Turn.lease_expires_at >= now)
+        select(Turn.id, Turn.state, Turn.lease_expires_at).where(in_states(Turn.state, WORKING_TURN_STATES), Turn.lease_expires_at >= now)
         .order_by(Turn.lease_expires_at).limit(limit)
     )
     return [tuple(row) for row in rows]

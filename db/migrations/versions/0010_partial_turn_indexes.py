@@ -11,7 +11,9 @@ arrived, Postgres costed them as the primary key and took them, so each claim wa
 of every turn in its state (1.25 ms instead of 0.31 ms per claim with 5,000 turns pending, growing
 with the backlog). The stages now compare the state in a form no index serves (`db.turns._state_is`),
 and the reconciler's two queries keep an index each, partial: the waiting turns by `updated_at`,
-the working ones by `lease_expires_at`.
+the working ones by `lease_expires_at`. The queries write the states out as these predicates do
+(`db.models.in_states`): SQLite takes a partial index only then, and so does a Postgres plan made
+for any values.
 """
 import sqlalchemy as sa
 from alembic import op
