@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Integer, Interval, String, and_, bindparam, case, func, insert, literal, literal_column, null, select, update
 from sqlalchemy.orm import Session, aliased
 
-from db.session import Executor, dialect_of, driver_rows
+from db.session import Executor, dialect_of, driver_rowcount, driver_rows
 from db.models import (FINAL_TURN_STATES, WAITING_TURN_STATES, WORKING_TURN_STATES, Problem, Run, Trajectory, TrajectoryStatus,
                        Turn, TurnState, in_states, utcnow)
 
@@ -190,6 +190,8 @@ def store(db: Executor, claim: Claim, next_state: TurnState, lease_expired: bool
     dialect = dialect_of(db)
     statement = _storing(dialect, claim.working, next_state, lease_expired, tuple(sorted(values)))
     params = {"turn_id": claim.turn_id, "attempt": claim.attempt, "now": utcnow(), **{f"v_{k}": v for k, v in values.items()}}
+    if dialect == "postgresql":
+        return driver_rowcount(db, statement, params) == 1
     return db.execute(statement, params).rowcount == 1
 
 
@@ -222,8 +224,8 @@ def store_done(db: Executor, claim: Claim, trajectory_id: int, next_index: int |
         return True, status, (add_next(db, trajectory_id, next_index) if adding else None)
     params = {"turn_id": claim.turn_id, "attempt": claim.attempt, "trajectory": trajectory_id, "next_index": next_index,
               **{f"v_{k}": v for k, v in values.items()}}
-    row = db.execute(_storing_done(claim.working, tuple(sorted(values)), next_index is not None), params).one()
-    return bool(row.stored), row.status, row.next_id
+    [row] = driver_rows(db, _storing_done(claim.working, tuple(sorted(values)), next_index is not None), params)
+    return bool(row["stored"]), row["status"], row["next_id"]
 
 
 @lru_cache(maxsize=64)

@@ -77,3 +77,26 @@ def test_a_lost_connection_is_raised_as_sqlalchemys_and_the_next_claim_gets_a_fr
     with statement_scope(url) as connection:
         claimed = turn_queries.claim_with_context(connection, turn_id, TurnState.pending, TurnState.generating, "w", 60)
     assert claimed is not None and claimed[0].attempt == 1
+
+
+def test_a_store_on_the_driver_writes_what_sqlalchemy_writes(url, db, runs_made):
+    """JSON values (None among them, which SQLAlchemy stores as JSON null), text, numbers: the
+    store run on the driver and the same statement run by SQLAlchemy leave the same row; and a store
+    whose claim no longer holds the turn changes nothing."""
+    ours, theirs = second_turns(url, db, runs_made, samples=2)
+    values = {"prompt_messages": [{"role": "user", "content": "é ∑"}], "raw_response": "answer", "finish_reason": None,
+              "generation_meta": {"latency_s": 0.5, "nested": [1, None, "x"]}, "prompt_tokens": 7, "loop_onset": None}
+    with statement_scope(url) as connection:
+        claims = [turn_queries.claim_with_context(connection, turn, TurnState.pending, TurnState.generating, "w", 60)[0] for turn in (ours, theirs)]
+        assert turn_queries.store(connection, claims[0], TurnState.generated, **values)
+        statement = turn_queries._storing("postgresql", TurnState.generating, TurnState.generated, False, tuple(sorted(values)))
+        params = {"turn_id": theirs, "attempt": claims[1].attempt, "now": None, **{f"v_{k}": v for k, v in values.items()}}
+        assert connection.execute(statement, params).rowcount == 1
+        assert not turn_queries.store(connection, claims[0], TurnState.generated, **values)  # stored already: the claim holds nothing
+    stored = {row.pop("id"): row for row in rows(db, "SELECT * FROM turns WHERE id IN (:ours, :theirs)", ours=ours, theirs=theirs)}
+    differing = {"trajectory_id", "updated_at", "created_at", "claimed_by"}
+    typed = lambda row: {k: (type(v), v) for k, v in row.items() if k not in differing}  # noqa: E731
+    assert typed(stored[ours]) == typed(stored[theirs])
+    assert stored[ours]["finish_reason"] is None and stored[ours]["generation_meta"]["nested"] == [1, None, "x"]
+    assert rows(db, "SELECT finish_reason IS NULL AS sql_null, jsonb_typeof(finish_reason) AS kind FROM turns WHERE id = :id", id=ours) == \
+        rows(db, "SELECT finish_reason IS NULL AS sql_null, jsonb_typeof(finish_reason) AS kind FROM turns WHERE id = :id", id=theirs)
