@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from db import turns as turn_queries
 from db.models import Problem, Run, RunStatus, Trajectory, TrajectoryStatus, Turn, TurnState, utcnow
+from db.session import Executor
 
 
 @dataclass(frozen=True)
@@ -121,16 +122,16 @@ def progress(session: Session, run_id: int) -> tuple[int, int]:
     return done, total
 
 
-def complete_if_finished(session: Session, run_id: int) -> bool:
+def complete_if_finished(db: Executor, run_id: int) -> bool:
     """End a running run once none of its trajectories runs. Called as each trajectory ends: the run
     row is locked first (two trajectories ending at once are serialised, so the second sees the
     first's end), then one probe of ix_trajectories_run_status, not a count of the run's trajectories."""
-    status = session.scalar(select(Run.status).where(Run.id == run_id).with_for_update())
-    if status != RunStatus.running.value or session.scalar(_any_trajectory(run_id, TrajectoryStatus.running)):
+    status = db.scalar(select(Run.status).where(Run.id == run_id).with_for_update())
+    if status != RunStatus.running.value or db.scalar(_any_trajectory(run_id, TrajectoryStatus.running)):
         return False
-    failed = session.scalar(_any_trajectory(run_id, TrajectoryStatus.failed))
+    failed = db.scalar(_any_trajectory(run_id, TrajectoryStatus.failed))
     ended = RunStatus.completed_with_failures if failed else RunStatus.completed
-    session.execute(update(Run).where(Run.id == run_id).values(status=ended.value, finished_at=utcnow()))
+    db.execute(update(Run).where(Run.id == run_id).values(status=ended.value, finished_at=utcnow()))
     return True
 
 

@@ -64,6 +64,14 @@ def session_scope(url: str) -> Iterator[Session]:
 
 
 @contextmanager
+def transaction_scope(url: str) -> Iterator[Connection]:
+    """One transaction on a Core connection, for a stage's steps of several statements that need
+    no ORM object (the end of a trajectory): a session's bookkeeping would cost more CPU than they."""
+    with engine_for(url).begin() as connection:
+        yield connection
+
+
+@contextmanager
 def statement_scope(url: str) -> Iterator[Connection]:
     """For steps that are one statement on Postgres: there each statement commits by itself
     (autocommit), one round trip instead of three (BEGIN, the statement, COMMIT). On SQLite, which

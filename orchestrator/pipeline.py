@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from db import runs as run_queries
 from db import turns as turn_queries
 from db.models import TrajectoryStatus, TurnState, utcnow
-from db.session import session_scope, statement_scope
+from db.session import session_scope, statement_scope, transaction_scope
 from orchestrator import process_identity
 from orchestrator.heartbeat import keep_leased
 from orchestrator.problems import ProblemSpec
@@ -216,11 +216,11 @@ def _store(url: str, stage: Stage, claim: turn_queries.Claim, context: TurnConte
             if not stored:
                 return _dropped(claim, stage)
             return [] if next_turn is None else [(GENERATE, next_turn)]  # None: cancelled meanwhile, nothing follows
-        with session_scope(url) as session:  # the last turn: the trajectory ends in the same transaction
-            stored, status, _next_turn = turn_queries.store_done(session, claim, context.trajectory_id, None, **done)
+        with transaction_scope(url) as connection:  # the last turn: the trajectory ends in the same transaction
+            stored, status, _next_turn = turn_queries.store_done(connection, claim, context.trajectory_id, None, **done)
             if not stored:
                 return _dropped(claim, stage)
-            return _advance(session, context, outcome.reward or 0.0) if status == TrajectoryStatus.running.value else []
+            return _advance(connection, context, outcome.reward or 0.0) if status == TrajectoryStatus.running.value else []
     with session_scope(url) as session:
         status, _run_id = turn_queries.lock_trajectory(session, context.trajectory_id)  # before the turn row: see lock_trajectory
         if outcome.failure is not None:
@@ -291,24 +291,24 @@ def _guarded(stage: Stage, work: Work, context: TurnContext) -> Outcome:
         return Outcome(failure=f"internal error in {stage.name}: {type(error).__name__}: {error}"[:2000])
 
 
-def _advance(session, context: TurnContext, reward: float) -> list[tuple[Stage, int]]:
+def _advance(db, context: TurnContext, reward: float) -> list[tuple[Stage, int]]:
     """After an evaluation: the next turn (pending, to generate), or the end of the trajectory."""
     if _continues(context, reward):
-        return [(GENERATE, turn_queries.add_next(session, context.trajectory_id, context.turn_index + 1))]
+        return [(GENERATE, turn_queries.add_next(db, context.trajectory_id, context.turn_index + 1))]
     rewards = context.earlier_rewards + [reward]
     returns = dict(enumerate(discounted_returns(rewards, context.config.gamma)))
-    end_trajectory(session, context.trajectory_id, context.run_id, TrajectoryStatus.completed, returns)
+    end_trajectory(db, context.trajectory_id, context.run_id, TrajectoryStatus.completed, returns)
     return []
 
 
-def fail_trajectory(session, trajectory_id: int, run_id: int) -> None:
+def fail_trajectory(db, trajectory_id: int, run_id: int) -> None:
     """End a trajectory as failed; the turns scored before the failure keep a return, discounted
     over that scored prefix (what a trainer can still use), while the trajectory has none."""
-    turns, config = turn_queries.rewards_and_config(session, trajectory_id)
+    turns, config = turn_queries.rewards_and_config(db, trajectory_id)
     scored = [reward for _, reward in takewhile(lambda t: t[0] == TurnState.done.value and t[1] is not None, turns)]
     gamma = config.get("gamma", RunConfig.model_fields["gamma"].default)
     returns = dict(enumerate(discounted_returns(scored, gamma))) if scored else None
-    end_trajectory(session, trajectory_id, run_id, TrajectoryStatus.failed, returns)
+    end_trajectory(db, trajectory_id, run_id, TrajectoryStatus.failed, returns)
 
 
 def _continues(context: TurnContext, reward: float) -> bool:
@@ -318,6 +318,6 @@ def _continues(context: TurnContext, reward: float) -> bool:
     return context.turn_index + 1 < config.max_turns and not early_stop
 
 
-def end_trajectory(session, trajectory_id: int, run_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> None:
-    if turn_queries.finish_trajectory(session, trajectory_id, status, returns) and run_queries.complete_if_finished(session, run_id):
+def end_trajectory(db, trajectory_id: int, run_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> None:
+    if turn_queries.finish_trajectory(db, trajectory_id, status, returns) and run_queries.complete_if_finished(db, run_id):
         log.info("run %s completed", run_id)
