@@ -8,36 +8,48 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import Compiled, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable
 
 
-@lru_cache(maxsize=8)
-def _pooled(url: str) -> Engine:
-    """The one pool per URL in a process. On Postgres its connections are in autocommit from the
-    start: the stages' single statements (`statement_scope`) take them as they are, and only a
-    transaction (`engine_for`) sets its isolation level at checkout and has it reset at checkin.
-    Setting and resetting it for every single statement instead cost 0.37-0.40 ms of CPU per
-    statement against 0.26-0.27 ms."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    # No pre-ping: it costs a round trip per checkout. A connection that died in the pool fails
-    # its first statement with an OperationalError, which invalidates it; the stages retry that.
-    return create_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
+@dataclass(frozen=True)
+class _Database:
+    """What a process keeps per database URL, made together so that none outlives the others in a
+    cache: the one pool (`pooled`, what single statements run on), the engine for transactions on
+    that pool, and the sessions made on it."""
+
+    pooled: Engine
+    transactional: Engine
+    sessions: sessionmaker
 
 
 @lru_cache(maxsize=8)
+def _database(url: str) -> _Database:
+    """On Postgres the pool's connections are in autocommit from the start: the stages' single
+    statements (`statement_scope`) take them as they are, and only a transaction sets READ
+    COMMITTED (the level the locking in db/ is written for, whatever the server's default) at
+    checkout and has it reset at checkin. Setting and resetting it for every single statement
+    instead cost 0.37-0.40 ms of CPU per statement against 0.26-0.27 ms."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        pooled = transactional = create_engine(url, connect_args={"timeout": 30})
+        event.listen(pooled, "connect", _sqlite_pragmas)
+    else:
+        # No pre-ping: it costs a round trip per checkout. A connection that died in the pool fails
+        # its first statement with an OperationalError, which invalidates it; the stages retry that.
+        pooled = create_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
+        transactional = pooled.execution_options(isolation_level="READ COMMITTED")
+    return _Database(pooled, transactional, sessionmaker(transactional, expire_on_commit=False))
+
+
 def engine_for(url: str) -> Engine:
-    """The engine for transactions (sessions, migrations), on the same pool: on Postgres in READ
-    COMMITTED, the level the locking in db/ is written for, whatever the server's default."""
-    engine = _pooled(url)
-    return engine if url.startswith("sqlite") else engine.execution_options(isolation_level="READ COMMITTED")
+    """The engine for transactions (sessions, migrations), on the URL's one pool."""
+    return _database(url).transactional
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -47,15 +59,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-@lru_cache(maxsize=8)
-def _sessions(url: str) -> sessionmaker:
-    return sessionmaker(engine_for(url), expire_on_commit=False)
-
-
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""
-    session = _sessions(url)()
+    session = _database(url).sessions()
     try:
         with session.begin():
             yield session
@@ -78,7 +85,7 @@ def statement_scope(url: str) -> Iterator[Connection]:
     runs in-process and may need several statements for the same step, the block is one
     transaction, as in `session_scope`. A Core connection, not a session: these are the stages' hot
     steps, and a session's bookkeeping cost twice the CPU of the statement it sent."""
-    with _pooled(url).begin() as connection:
+    with _database(url).pooled.begin() as connection:
         yield connection
 
 
@@ -117,6 +124,8 @@ def _on_driver(db: Executor, statement: Executable, params: dict[str, Any], resu
     all), as `execute` does."""
     from psycopg.rows import dict_row  # here: the embedded default (SQLite) never loads psycopg
 
+    if isinstance(db, Session):
+        db.flush()  # what session.execute does first (autoflush): pending objects reach the server before the statement
     connection = db if isinstance(db, Connection) else db.connection()
     prepared = _for_driver(statement, connection.dialect)
     dbapi = connection.dialect.loaded_dbapi
@@ -151,6 +160,8 @@ class _DriverStatement:
 @lru_cache(maxsize=64)
 def _for_driver(statement: Executable, dialect: Dialect) -> _DriverStatement:
     compiled = statement.compile(dialect=dialect)
+    if compiled.post_compile_params or compiled.literal_execute_params:  # IN lists: SQLAlchemy renders them per execution
+        raise ValueError("a statement with parameters rendered at execution (an IN list) cannot run on the driver as compiled")
     processors = {name: process for name, bind in compiled.binds.items()
                   if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
     return _DriverStatement(compiled.string, compiled, processors)
