@@ -66,6 +66,10 @@ def in_states(state_column, states: tuple[TurnState, ...]):
     return state_column.in_([literal_column(f"'{state.value}'") for state in states])
 
 
+_WORKING = in_states(column("state"), WORKING_TURN_STATES)  # the partial indexes' predicates
+_WAITING = in_states(column("state"), WAITING_TURN_STATES)
+
+
 class Run(Base):
     __tablename__ = "runs"
 
@@ -120,10 +124,8 @@ class Turn(Base):
     __table_args__ = (
         UniqueConstraint("trajectory_id", "turn_index"),
         # The reconciler's: partial, so that a stage's lookup by id never takes them (migration 0010).
-        Index("ix_turns_working_lease", "lease_expires_at", postgresql_where=in_states(column("state"), WORKING_TURN_STATES),
-              sqlite_where=in_states(column("state"), WORKING_TURN_STATES)),
-        Index("ix_turns_waiting_since", "updated_at", postgresql_where=in_states(column("state"), WAITING_TURN_STATES),
-              sqlite_where=in_states(column("state"), WAITING_TURN_STATES)),
+        Index("ix_turns_working_lease", "lease_expires_at", postgresql_where=_WORKING, sqlite_where=_WORKING),
+        Index("ix_turns_waiting_since", "updated_at", postgresql_where=_WAITING, sqlite_where=_WAITING),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -1,4 +1,4 @@
-"""Engines and sessions. One engine per URL per process."""
+"""Engines and sessions: one pool per database URL per process, and what runs on it."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -131,21 +131,20 @@ def _on_driver(db: Executor, statement: Executable, params: dict[str, Any], resu
     dbapi = connection.dialect.loaded_dbapi
     cursor = connection.connection.dbapi_connection.cursor(row_factory=dict_row)  # names read off the result: no Column objects
     try:
-        cursor.execute(prepared.sql, prepared.bound(params))
+        cursor.execute(prepared.compiled.string, prepared.bound(params))
         return result(cursor)
     except dbapi.Error as error:
         lost = connection.dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
         if lost:  # SQLAlchemy's own handling of a lost connection: older pooled ones are replaced at checkout
             connection.engine.pool._invalidate(connection.connection, error)
             connection.invalidate(error)
-        raise DBAPIError.instance(prepared.sql, params, error, dbapi.Error, connection_invalidated=lost, dialect=connection.dialect) from error
+        raise DBAPIError.instance(prepared.compiled.string, params, error, dbapi.Error, connection_invalidated=lost, dialect=connection.dialect) from error
     finally:
         cursor.close()
 
 
 @dataclass(frozen=True)
 class _DriverStatement:
-    sql: str
     compiled: Compiled
     processors: dict[str, Callable[[Any], Any]]  # by parameter: how SQLAlchemy converts its value for the driver
 
@@ -164,4 +163,4 @@ def _for_driver(statement: Executable, dialect: Dialect) -> _DriverStatement:
         raise ValueError("a statement with parameters rendered at execution (an IN list) cannot run on the driver as compiled")
     processors = {name: process for name, bind in compiled.binds.items()
                   if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
-    return _DriverStatement(compiled.string, compiled, processors)
+    return _DriverStatement(compiled, processors)

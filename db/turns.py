@@ -320,7 +320,6 @@ def rewards_and_config(db: Executor, trajectory_id: int) -> tuple[list[tuple[str
     return [(state, reward) for state, reward, _ in rows], (rows[0][2] if rows else {})
 
 
-
 def expired_leases(db: Executor, now: datetime, limit: int | None = None) -> list[Claim]:
     """The claims of working turns whose lease ran out, oldest lease first (index ix_turns_working_lease)."""
     return [claim for claim, _holder in _working_claims(db, Turn.lease_expires_at < now, limit)]
