@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select, tuple_, update
+from sqlalchemy import bindparam, case, exists, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from db import turns as turn_queries
 from db.models import Problem, Run, RunStatus, Trajectory, TrajectoryStatus, Turn, TurnState, utcnow
-from db.session import Executor
+from db.session import Executor, dialect_of, driver_rowcount, driver_rows
 
 
 @dataclass(frozen=True)
@@ -123,20 +124,32 @@ def progress(session: Session, run_id: int) -> tuple[int, int]:
 
 
 def complete_if_finished(db: Executor, run_id: int) -> bool:
-    """End a running run once none of its trajectories runs. Called as each trajectory ends: the run
-    row is locked first (two trajectories ending at once are serialised, so the second sees the
-    first's end), then one probe of ix_trajectories_run_status, not a count of the run's trajectories."""
-    status = db.scalar(select(Run.status).where(Run.id == run_id).with_for_update())
-    if status != RunStatus.running.value or db.scalar(_any_trajectory(run_id, TrajectoryStatus.running)):
-        return False
-    failed = db.scalar(_any_trajectory(run_id, TrajectoryStatus.failed))
-    ended = RunStatus.completed_with_failures if failed else RunStatus.completed
-    db.execute(update(Run).where(Run.id == run_id).values(status=ended.value, finished_at=utcnow()))
-    return True
+    """End a running run once none of its trajectories runs; called in the transaction that ended
+    one. The run row is locked first, by a statement of its own: two trajectories ending at once
+    are serialised, and the second's check, a later statement, reads the first's end once
+    committed. The check is part of the run's update, a probe of ix_trajectories_run_status, not a
+    count of the run's trajectories. On Postgres both run on the driver (db.session)."""
+    params = {"run": run_id, "now": utcnow()}
+    driver_rows(db, _locking_run(), params)
+    return driver_rowcount(db, _completing(dialect_of(db)), params) == 1
 
 
-def _any_trajectory(run_id: int, status: TrajectoryStatus):
-    return select(exists().where(Trajectory.run_id == run_id, Trajectory.status == status.value))
+@lru_cache(maxsize=1)
+def _locking_run():
+    return select(Run.id).where(Run.id == bindparam("run")).with_for_update()
+
+
+@lru_cache(maxsize=4)
+def _completing(dialect: str):
+    def any_trajectory(status: TrajectoryStatus):
+        return exists().where(Trajectory.run_id == bindparam("run"), Trajectory.status == status.value)
+
+    return (
+        update(Run)
+        .where(Run.id == bindparam("run"), Run.status == RunStatus.running.value, ~any_trajectory(TrajectoryStatus.running))
+        .values(status=case((any_trajectory(TrajectoryStatus.failed), RunStatus.completed_with_failures.value), else_=RunStatus.completed.value),
+                finished_at=func.now() if dialect == "postgresql" else bindparam("now", type_=Run.finished_at.type))
+    )
 
 
 def cancel(session: Session, run_id: int) -> int:

@@ -10,7 +10,8 @@ from functools import lru_cache
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, Interval, String, and_, bindparam, case, func, insert, literal, literal_column, null, select, update
+from sqlalchemy import (ARRAY, Float, Integer, Interval, String, and_, bindparam, case, cast, exists, func, insert, literal, literal_column, null,
+                        select, update)
 from sqlalchemy.orm import Session, aliased
 
 from db.session import Executor, dialect_of, driver_rowcount, driver_rows
@@ -190,9 +191,7 @@ def store(db: Executor, claim: Claim, next_state: TurnState, lease_expired: bool
     dialect = dialect_of(db)
     statement = _storing(dialect, claim.working, next_state, lease_expired, tuple(sorted(values)))
     params = {"turn_id": claim.turn_id, "attempt": claim.attempt, "now": utcnow(), **{f"v_{k}": v for k, v in values.items()}}
-    if dialect == "postgresql":
-        return driver_rowcount(db, statement, params) == 1
-    return db.execute(statement, params).rowcount == 1
+    return driver_rowcount(db, statement, params) == 1
 
 
 @lru_cache(maxsize=256)
@@ -210,38 +209,70 @@ def _storing(dialect: str, working: TurnState, next_state: TurnState, lease_expi
     )
 
 
+def _done_params(claim: Claim, trajectory_id: int, values: dict[str, Any]) -> dict[str, Any]:
+    return {"turn_id": claim.turn_id, "attempt": claim.attempt, "trajectory": trajectory_id, **{f"v_{k}": v for k, v in values.items()}}
+
+
 def store_done(db: Executor, claim: Claim, trajectory_id: int, next_index: int | None, **values: Any) -> tuple[bool, str | None, int | None]:
     """Store an evaluation (the turn done), the trajectory row locked before the turn row as
     everywhere, and with `next_index` add the trajectory's next turn, pending, if it still runs:
     (stored, the trajectory's status, the new turn's id or None). On Postgres one statement;
     elsewhere up to three, in the caller's transaction."""
-    dialect = dialect_of(db)
-    if dialect != "postgresql":
+    if dialect_of(db) != "postgresql":
         status, _run_id = lock_trajectory(db, trajectory_id)
         if not store(db, claim, TurnState.done, **values):
             return False, status, None
         adding = next_index is not None and status == TrajectoryStatus.running.value
         return True, status, (add_next(db, trajectory_id, next_index) if adding else None)
-    params = {"turn_id": claim.turn_id, "attempt": claim.attempt, "trajectory": trajectory_id, "next_index": next_index,
-              **{f"v_{k}": v for k, v in values.items()}}
+    params = {**_done_params(claim, trajectory_id, values), "next_index": next_index}
     [row] = driver_rows(db, _storing_done(claim.working, tuple(sorted(values)), next_index is not None), params)
     return bool(row["stored"]), row["status"], row["next_id"]
 
 
-@lru_cache(maxsize=64)
-def _storing_done(working: TurnState, columns: tuple[str, ...], adding: bool):
-    # The lock is a CTE read by the update's condition, so it is taken before the turn row is.
-    # (no parameter is named after a column: in an UPDATE that would add it to the SET clause)
+def store_last(db: Executor, claim: Claim, trajectory_id: int, returns: list[float], **values: Any) -> tuple[bool, bool]:
+    """Store the evaluation of a trajectory's last turn (the turn done) and end the trajectory as
+    completed, if it still runs, with `returns` (each turn's discounted return, by turn index):
+    (stored, ended). Locks as `store_done`; on Postgres one statement, elsewhere up to three, in
+    the caller's transaction (which should also complete the run: db.runs.complete_if_finished)."""
+    if dialect_of(db) != "postgresql":
+        status, _run_id = lock_trajectory(db, trajectory_id)
+        if not store(db, claim, TurnState.done, **values):
+            return False, False
+        return True, status == TrajectoryStatus.running.value and finish_trajectory(db, trajectory_id, TrajectoryStatus.completed, returns)
+    # the turn's own return is set by its store: one statement cannot update its row twice
+    params = {**_done_params(claim, trajectory_id, values), **_returns_params(returns[:-1], returns[0]), "own_return": returns[-1]}
+    [row] = driver_rows(db, _storing_last(claim.working, tuple(sorted(values))), params)
+    return bool(row["stored"]), bool(row["ended"])
+
+
+def _storing_turn_done(working: TurnState, columns: tuple[str, ...], own_return: bool = False):
+    """(the trajectory's status, read under its row lock; the CTE storing the turn done while that
+    status is known, with `own_return` its return too if the trajectory runs): the head of
+    `store_done`'s and `store_last`'s statements. The lock is a CTE read by the update's condition,
+    so it is taken before the turn row is. (No parameter is named after a column: in an UPDATE that
+    would add it to the SET clause.)"""
     locked = select(Trajectory.status).where(Trajectory.id == bindparam("trajectory")).with_for_update().cte("locked")
     status = select(locked.c.status).scalar_subquery()
+    values = {column: bindparam(f"v_{column}", type_=getattr(Turn, column).type) for column in columns}
+    if own_return:
+        values["return_"] = case((status == TrajectoryStatus.running.value, bindparam("own_return", type_=Float())), else_=null())
     stored = (
         update(Turn)
         .where(Turn.id == bindparam("turn_id"), _state_is(working), Turn.attempts == bindparam("attempt"), status.is_not(None))
-        .values(state=TurnState.done.value, stage_attempts=0, lease_expires_at=None, updated_at=func.now(),
-                **{column: bindparam(f"v_{column}", type_=getattr(Turn, column).type) for column in columns})
+        .values(state=TurnState.done.value, stage_attempts=0, lease_expires_at=None, updated_at=func.now(), **values)
         .returning(Turn.id)
         .cte("stored")
     )
+    return status, stored
+
+
+def _count(cte):
+    return select(func.count()).select_from(cte).scalar_subquery()
+
+
+@lru_cache(maxsize=64)
+def _storing_done(working: TurnState, columns: tuple[str, ...], adding: bool):
+    status, stored = _storing_turn_done(working, columns)
     next_id = null()
     if adding:
         added = (
@@ -257,8 +288,15 @@ def _storing_done(working: TurnState, columns: tuple[str, ...], adding: bool):
             .cte("added")
         )
         next_id = select(added.c.id).scalar_subquery()
-    return select(select(func.count()).select_from(stored).scalar_subquery().label("stored"), status.label("status"),
-                  next_id.label("next_id"))
+    return select(_count(stored).label("stored"), status.label("status"), next_id.label("next_id"))
+
+
+@lru_cache(maxsize=64)
+def _storing_last(working: TurnState, columns: tuple[str, ...]):
+    _status, stored = _storing_turn_done(working, columns, own_return=True)
+    ended, returned = _ending(TrajectoryStatus.completed, exists(select(stored.c.id)))
+    # the earlier turns' count is read only so that the statement includes their update
+    return select(_count(stored).label("stored"), _count(ended).label("ended"), _count(returned).label("returned"))
 
 
 def add_next(db: Executor, trajectory_id: int, turn_index: int) -> int:
@@ -280,34 +318,66 @@ def add_first_turns(db: Executor, trajectory_ids: list[int]) -> list[int]:
     ).all()
 
 
-def finish_trajectory(db: Executor, trajectory_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> bool:
-    """End a running trajectory; `returns` maps turn index → discounted return (of the scored turns
-    only, for a failed one: it has no return of its own). False when it had already ended
-    (cancelled meanwhile, say). Its row is updated (so locked) before any of its turns; on Postgres
-    both in one statement."""
-    own_return = returns[0] if returns and status is TrajectoryStatus.completed else None
-    ended = (
-        update(Trajectory)
-        .where(Trajectory.id == trajectory_id, Trajectory.status == TrajectoryStatus.running.value)
-        .values(status=status.value, finished_at=clock(db), return_=own_return)
-    )
-    if not returns:
-        return db.execute(ended).rowcount == 1
+def finish_trajectory(db: Executor, trajectory_id: int, status: TrajectoryStatus, returns: list[float] | None) -> bool:
+    """End a running trajectory; `returns` are its turns' discounted returns by turn index (of the
+    scored turns only, for a failed one, which has no return of its own). False when it had already
+    ended (cancelled meanwhile, say). Its row is updated (so locked) before any of its turns; on
+    Postgres both in one statement."""
+    returns = returns or []
+    params = {"trajectory": trajectory_id, "now": utcnow(), **_returns_params(returns, _trajectory_return(status, returns))}
     if dialect_of(db) == "postgresql":
-        ended = ended.returning(Trajectory.id).cte("ended")  # read by the turns' update: locked first
-        returned = _setting_returns(returns, Turn.trajectory_id.in_(select(ended.c.id))).returning(Turn.id).cte("returned")
-        # the turns' count is read only so that the statement includes their update
-        counts = select(select(func.count()).select_from(ended).scalar_subquery(),
-                        select(func.count()).select_from(returned).scalar_subquery())
-        return db.execute(counts).first()[0] == 1
-    if db.execute(ended).rowcount != 1:
+        [row] = driver_rows(db, _finishing(status), params)
+        return row["ended"] == 1
+    if db.execute(_ending_update("sqlite", status), params).rowcount != 1:
         return False
-    db.execute(_setting_returns(returns, Turn.trajectory_id == trajectory_id))
+    if returns:
+        db.execute(update(Turn).where(Turn.trajectory_id == trajectory_id, Turn.turn_index.in_(range(len(returns))))
+                   .values(return_=case(dict(enumerate(returns)), value=Turn.turn_index)))
     return True
 
 
-def _setting_returns(returns: dict[int, float], of_trajectory):
-    return update(Turn).where(of_trajectory, Turn.turn_index.in_(list(returns))).values(return_=case(returns, value=Turn.turn_index))
+def _trajectory_return(status: TrajectoryStatus, returns: list[float]) -> float | None:
+    """A completed trajectory's return is its first turn's; a failed or cancelled one has none."""
+    return returns[0] if returns and status is TrajectoryStatus.completed else None
+
+
+def _returns_params(returns: list[float], trajectory_return: float | None) -> dict[str, Any]:
+    """`returns` (by turn index) as the arrays `_ending` reads, and the trajectory's own."""
+    return {"return_indexes": list(range(len(returns))), "return_values": [float(r) for r in returns], "trajectory_return": trajectory_return}
+
+
+@lru_cache(maxsize=8)
+def _ending_update(dialect: str, status: TrajectoryStatus):
+    now = func.now() if dialect == "postgresql" else bindparam("now", type_=Trajectory.finished_at.type)
+    return (
+        update(Trajectory)
+        .where(Trajectory.id == bindparam("trajectory"), Trajectory.status == TrajectoryStatus.running.value)
+        .values(status=status.value, finished_at=now, return_=bindparam("trajectory_return", type_=Float()))
+    )
+
+
+def _ending(status: TrajectoryStatus, *conditions):
+    """The CTEs of a Postgres statement that ends the trajectory :trajectory if it still runs (and
+    `conditions` hold), `ended`, and that then gives its turns their returns (:return_indexes,
+    :return_values), `returned`: the trajectory row is locked before its turns'."""
+    ended = _ending_update("postgresql", status).where(*conditions).returning(Trajectory.id).cte("ended")
+    given = func.unnest(cast(bindparam("return_indexes"), ARRAY(Integer())), cast(bindparam("return_values"), ARRAY(Float()))) \
+        .table_valued("turn_index", "value").render_derived(name="given")
+    returned = (
+        update(Turn)
+        .where(Turn.trajectory_id.in_(select(ended.c.id)), Turn.turn_index == given.c.turn_index)
+        .values(return_=given.c.value)
+        .returning(Turn.id)
+        .cte("returned")
+    )
+    return ended, returned
+
+
+@lru_cache(maxsize=8)
+def _finishing(status: TrajectoryStatus):
+    ended, returned = _ending(status)
+    # the turns' count is read only so that the statement includes their update
+    return select(_count(ended).label("ended"), _count(returned).label("returned"))
 
 
 def rewards_and_config(db: Executor, trajectory_id: int) -> tuple[list[tuple[str, float | None]], dict[str, Any]]:

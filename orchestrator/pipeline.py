@@ -216,11 +216,13 @@ def _store(url: str, stage: Stage, claim: turn_queries.Claim, context: TurnConte
             if not stored:
                 return _dropped(claim, stage)
             return [] if next_turn is None else [(GENERATE, next_turn)]  # None: cancelled meanwhile, nothing follows
-        with transaction_scope(url) as connection:  # the last turn: the trajectory ends in the same transaction
-            stored, status, _next_turn = turn_queries.store_done(connection, claim, context.trajectory_id, None, **done)
+        with transaction_scope(url) as connection:  # the last turn: the trajectory (and the run) end in the same transaction
+            stored, ended = turn_queries.store_last(connection, claim, context.trajectory_id, _returns(context, outcome.reward or 0.0), **done)
             if not stored:
                 return _dropped(claim, stage)
-            return _advance(connection, context, outcome.reward or 0.0) if status == TrajectoryStatus.running.value else []
+            if ended:
+                _complete_run(connection, context.run_id)
+            return []
     with session_scope(url) as session:
         status, _run_id = turn_queries.lock_trajectory(session, context.trajectory_id)  # before the turn row: see lock_trajectory
         if outcome.failure is not None:
@@ -295,10 +297,13 @@ def _advance(db, context: TurnContext, reward: float) -> list[tuple[Stage, int]]
     """After an evaluation: the next turn (pending, to generate), or the end of the trajectory."""
     if _continues(context, reward):
         return [(GENERATE, turn_queries.add_next(db, context.trajectory_id, context.turn_index + 1))]
-    rewards = context.earlier_rewards + [reward]
-    returns = dict(enumerate(discounted_returns(rewards, context.config.gamma)))
-    end_trajectory(db, context.trajectory_id, context.run_id, TrajectoryStatus.completed, returns)
+    end_trajectory(db, context.trajectory_id, context.run_id, TrajectoryStatus.completed, _returns(context, reward))
     return []
+
+
+def _returns(context: TurnContext, reward: float) -> list[float]:
+    """The discounted return of each turn of a trajectory that ends with this turn's `reward`."""
+    return discounted_returns(context.earlier_rewards + [reward], context.config.gamma)
 
 
 def fail_trajectory(db, trajectory_id: int, run_id: int) -> None:
@@ -307,7 +312,7 @@ def fail_trajectory(db, trajectory_id: int, run_id: int) -> None:
     turns, config = turn_queries.rewards_and_config(db, trajectory_id)
     scored = [reward for _, reward in takewhile(lambda t: t[0] == TurnState.done.value and t[1] is not None, turns)]
     gamma = config.get("gamma", RunConfig.model_fields["gamma"].default)
-    returns = dict(enumerate(discounted_returns(scored, gamma))) if scored else None
+    returns = discounted_returns(scored, gamma) if scored else None
     end_trajectory(db, trajectory_id, run_id, TrajectoryStatus.failed, returns)
 
 
@@ -318,6 +323,11 @@ def _continues(context: TurnContext, reward: float) -> bool:
     return context.turn_index + 1 < config.max_turns and not early_stop
 
 
-def end_trajectory(db, trajectory_id: int, run_id: int, status: TrajectoryStatus, returns: dict[int, float] | None) -> None:
-    if turn_queries.finish_trajectory(db, trajectory_id, status, returns) and run_queries.complete_if_finished(db, run_id):
+def end_trajectory(db, trajectory_id: int, run_id: int, status: TrajectoryStatus, returns: list[float] | None) -> None:
+    if turn_queries.finish_trajectory(db, trajectory_id, status, returns):
+        _complete_run(db, run_id)
+
+
+def _complete_run(db, run_id: int) -> None:
+    if run_queries.complete_if_finished(db, run_id):
         log.info("run %s completed", run_id)

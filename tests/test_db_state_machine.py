@@ -1,14 +1,17 @@
 """The turn state machine on the real Postgres: claims are exclusive, stale workers cannot store."""
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from db import runs as run_queries
 from db import turns as turn_queries
 from db.migrate import upgrade
 from db.models import Turn, TurnState
-from db.session import session_scope
+from db.session import session_scope, transaction_scope
 from orchestrator.settings import to_sqlalchemy_url
 
 pytestmark = pytest.mark.integration
@@ -78,7 +81,7 @@ def test_a_cancelled_trajectory_is_not_ended_again(url, turn_id):
         trajectory_id = session.scalar(select(Turn.trajectory_id).where(Turn.id == turn_id))
         assert turn_queries.finish_trajectory(session, trajectory_id, TrajectoryStatus.cancelled, None)
     with session_scope(url) as session:
-        assert not turn_queries.finish_trajectory(session, trajectory_id, TrajectoryStatus.completed, {0: 1.0})
+        assert not turn_queries.finish_trajectory(session, trajectory_id, TrajectoryStatus.completed, [1.0])
         assert turn_queries.lock_trajectory(session, trajectory_id).status == "cancelled"
     with session_scope(url) as session:
         assert session.scalar(select(Turn.return_).where(Turn.id == turn_id)) is None  # the returns came with an end that did not happen
@@ -89,7 +92,7 @@ def test_a_completed_trajectory_ends_with_its_turns_returns(url, turn_id):
 
     with session_scope(url) as session:
         trajectory_id = session.scalar(select(Turn.trajectory_id).where(Turn.id == turn_id))
-        assert turn_queries.finish_trajectory(session, trajectory_id, TrajectoryStatus.completed, {0: 0.75})
+        assert turn_queries.finish_trajectory(session, trajectory_id, TrajectoryStatus.completed, [0.75])
     with session_scope(url) as session:
         assert session.scalar(select(Turn.return_).where(Turn.id == turn_id)) == 0.75
         assert session.execute(select(Trajectory.status, Trajectory.return_).where(Trajectory.id == trajectory_id)).one() == ("completed", 0.75)
@@ -124,3 +127,86 @@ def test_runs_share_a_problem_row_and_a_later_source_fills_in_what_it_knows(url)
         (first, "3_Other", 0), (first, "3_Other", 1), (first, "2_Known", 0), (first, "2_Known", 1), (second, "2_Known", 0)]
     assert len({t.id for t in trajectories if t.name == "2_Known"}) == 1  # one row, shared
     assert {t.problem_key for t in trajectories if t.name == "2_Known"} == {"level1/2"}
+
+
+def _evaluating(url, samples: int) -> tuple[int, list[turn_queries.Claim]]:
+    """A new run whose trajectories' first turns are claimed for evaluation: (run id, their claims)."""
+    with session_scope(url) as session:
+        run_id, turn_ids = run_queries.create(session, {"test": True}, [PROBLEM], samples=samples)
+    with session_scope(url) as session:
+        return run_id, [turn_queries.claim(session, t, TurnState.pending, TurnState.evaluating, "w1", 60) for t in turn_ids]
+
+
+def _ended(url, claim: turn_queries.Claim) -> tuple:
+    from db.models import Trajectory
+
+    with session_scope(url) as session:
+        return session.execute(select(Trajectory.status, Trajectory.return_, Turn.state, Turn.return_)
+                               .join(Turn, Turn.trajectory_id == Trajectory.id).where(Turn.id == claim.turn_id)).one()
+
+
+def test_the_last_turn_stored_ends_its_trajectory_with_the_returns(url):
+    from db.models import Trajectory
+
+    _run_id, [claim] = _evaluating(url, 1)
+    with session_scope(url) as session:  # two earlier turns, scored: returns reach every turn of the trajectory
+        for index in (1, 2):
+            session.add(Turn(trajectory_id=claim.trajectory_id, turn_index=index, state=TurnState.done.value))
+    with session_scope(url) as session:  # the claimed turn plays the last one
+        session.execute(update(Turn).where(Turn.id == claim.turn_id).values(turn_index=3))
+    with transaction_scope(url) as connection:
+        assert turn_queries.store_last(connection, claim, claim.trajectory_id, [0.9, 0.8, 0.7, 0.5], reward=0.5) == (True, True)
+    with session_scope(url) as session:
+        returns = session.execute(select(Turn.turn_index, Turn.return_).where(Turn.trajectory_id == claim.trajectory_id)
+                                  .order_by(Turn.turn_index)).all()
+        trajectory = session.execute(select(Trajectory.status, Trajectory.return_).where(Trajectory.id == claim.trajectory_id)).one()
+    assert [tuple(r) for r in returns] == [(1, 0.8), (2, 0.7), (3, 0.5)] and tuple(trajectory) == ("completed", 0.9)
+
+
+def test_the_last_turn_of_a_trajectory_ended_meanwhile_is_stored_without_returns(url):
+    from db.models import Trajectory
+
+    _run_id, [claim] = _evaluating(url, 1)
+    with session_scope(url) as session:
+        session.execute(update(Trajectory).where(Trajectory.id == claim.trajectory_id).values(status="failed"))
+    with transaction_scope(url) as connection:
+        assert turn_queries.store_last(connection, claim, claim.trajectory_id, [0.5], reward=0.5) == (True, False)
+    assert tuple(_ended(url, claim)) == ("failed", None, "done", None)
+
+
+def test_two_trajectories_ending_at_once_complete_their_run(url):
+    """The second end waits for the first's lock on the run row, and its check, a later statement,
+    then reads the first's end: had both checked at once, each would see the other running and
+    the run would never complete."""
+    from db.models import Run
+
+    run_id, [first, second] = _evaluating(url, 2)
+    with transaction_scope(url) as connection:
+        assert turn_queries.store_last(connection, first, first.trajectory_id, [1.0], reward=1.0) == (True, True)
+        assert not run_queries.complete_if_finished(connection, run_id)  # the second trajectory still runs
+        completed = []
+
+        def end_second() -> None:
+            with transaction_scope(url) as other:
+                turn_queries.store_last(other, second, second.trajectory_id, [0.0], reward=0.0)
+                completed.append(run_queries.complete_if_finished(other, run_id))
+
+        ending = threading.Thread(target=end_second)
+        ending.start()
+        _wait_for_a_lock_wait(url)
+    ending.join(timeout=30)
+    assert completed == [True]
+    with session_scope(url) as session:
+        assert session.scalar(select(Run.status).where(Run.id == run_id)) == "completed"
+
+
+def _wait_for_a_lock_wait(url, timeout_s: float = 30.0) -> None:
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with session_scope(url) as session:
+            if session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")):
+                return
+        time.sleep(0.05)
+    raise AssertionError("the second end never waited for the first's lock on the run row")

@@ -130,7 +130,8 @@ def test_returns_are_discounted_rewards(finished_run, db):
         trajectory = [t for t in turns if (t["problem"], t["sample_index"]) == key]
         rewards = [t["reward"] for t in trajectory]
         expected = rewards[0] + 0.4 * rewards[1] + 0.16 * rewards[2]
-        assert trajectory[0]["return"] == pytest.approx(expected, abs=1e-6)  # stored rounded to 6 decimals
+        each_turn = [expected, rewards[1] + 0.4 * rewards[2], rewards[2]]
+        assert [t["return"] for t in trajectory] == pytest.approx(each_turn, abs=1e-6)  # stored rounded to 6 decimals
         assert trajectory[0]["trajectory_return"] == pytest.approx(expected, abs=1e-6)
         assert trajectory[0]["trajectory_status"] == "completed"
 
