@@ -10,7 +10,7 @@ from functools import lru_cache
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (ARRAY, Float, Integer, Interval, String, and_, bindparam, case, cast, exists, func, insert, literal, literal_column, null,
+from sqlalchemy import (ARRAY, Float, Integer, Interval, String, Text, and_, bindparam, case, cast, exists, func, insert, literal, literal_column, null,
                         select, update)
 from sqlalchemy.orm import Session, aliased
 
@@ -127,8 +127,9 @@ def _claiming_with_context(waiting: TurnState, working: TurnState):
 
 
 def context_rows(db: Executor, trajectory_id: int, before_index: int) -> list[dict[str, Any]]:
-    """A trajectory's run config and problem, with its turns before `before_index` in one read: a
-    row per earlier turn, oldest first (earlier_* columns; one row with them NULL when there is none)."""
+    """A trajectory's run config (as JSON text: what a stage parses it from, once per run) and
+    problem, with its turns before `before_index` in one read: a row per earlier turn, oldest first
+    (earlier_* columns; one row with them NULL when there is none)."""
     statement = _context_by_id()
     return [row._asdict() for row in db.execute(statement, {"trajectory_id": trajectory_id, "before_index": before_index})]
 
@@ -144,7 +145,7 @@ EARLIER = aliased(Turn, name="earlier")
 def _context_select(trajectories, trajectory_id, before_index, *leading):
     """`trajectories`: the FROM item that holds the trajectory row (with the claim, when there is one)."""
     return (
-        select(*leading, Trajectory.run_id, Trajectory.sample_index, Run.config, Problem.name, Problem.level, Problem.source,
+        select(*leading, Trajectory.run_id, Trajectory.sample_index, cast(Run.config, Text).label("config"), Problem.name, Problem.level, Problem.source,
                Problem.origin, Problem.prompt, EARLIER.turn_index.label("earlier_index"), EARLIER.cleaned_response.label("earlier_answer"),
                EARLIER.feedback.label("earlier_feedback"), EARLIER.reward.label("earlier_reward"))
         .select_from(

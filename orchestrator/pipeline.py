@@ -5,7 +5,6 @@ lives here and in `db/turns.py`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -75,7 +74,8 @@ Work = Callable[[TurnContext], Outcome]
 
 @lru_cache(maxsize=64)
 def _parsed_config(config_json: str) -> RunConfig:
-    """A run's config never changes once stored, and validating it is most of a stage's own CPU."""
+    """A run's config never changes once stored (nor its text), and validating it is most of a
+    stage's own CPU."""
     return RunConfig.model_validate_json(config_json)
 
 
@@ -89,7 +89,7 @@ def load_context(claim: turn_queries.Claim, turn: dict[str, Any], rows: list[dic
         trajectory_id=claim.trajectory_id,
         run_id=first["run_id"],
         sample_index=first["sample_index"],
-        config=_parsed_config(json.dumps(first["config"], sort_keys=True)),
+        config=_parsed_config(first["config"]),
         problem=ProblemSpec(name=first["name"], level=first["level"], source=first["source"], origin=first["origin"] or "", prompt=first["prompt"]),
         history=[PastTurn(answer=row["earlier_answer"] or "", feedback=row["earlier_feedback"] or "") for row in earlier],
         earlier_rewards=[row["earlier_reward"] or 0.0 for row in earlier],

@@ -3,6 +3,7 @@ SQLAlchemy's own execution reads, value for value and type for type, and a lost 
 raised as SQLAlchemy raises it, with the next claim on a fresh connection."""
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -62,7 +63,7 @@ def test_the_claim_reads_what_sqlalchemy_reads(url, db, runs_made):
     per_trajectory = {"trajectory_id", "sample_index"}
     typed = lambda rows_: [{k: (type(v), v) for k, v in row.items() if k not in per_trajectory} for row in rows_]  # noqa: E731
     assert typed(driver) == typed(alchemy)
-    assert driver[0]["config"] == CONFIG and driver[0]["earlier_reward"] == 0.25 and driver[0]["earlier_answer"] == "answer"
+    assert json.loads(driver[0]["config"]) == CONFIG and driver[0]["earlier_reward"] == 0.25 and driver[0]["earlier_answer"] == "answer"
 
 
 def test_a_lost_connection_is_raised_as_sqlalchemys_and_the_next_claim_gets_a_fresh_one(url, db, runs_made):
