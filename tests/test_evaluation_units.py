@@ -5,9 +5,12 @@ import dataclasses
 import json
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -341,6 +344,16 @@ def test_fingerprint_is_cached_and_key_ignores_volatile_fields():
     assert fingerprint_key({**fp, "network_isolated": False, "sandbox_uid": 7}) == key
     assert fingerprint_key({**fp, "torch": "0.0"}) != key
     assert not torch.cuda.is_initialized()
+
+
+def test_fingerprinting_reads_torchs_build_without_importing_torch():
+    """The CLI's pre-flight keys its cache by the fingerprint: importing torch for two strings cost
+    `kturn run` a second to start and half a second to exit."""
+    probe = ("import json, sys; from workers.evaluation import device_fingerprint; fp = device_fingerprint('cpu');"
+             "imported = 'torch' in sys.modules; import torch;"
+             "print(json.dumps([imported, fp['torch'] == torch.__version__, fp['torch_cuda'] == torch.version.cuda]))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert json.loads(done.stdout.splitlines()[-1]) == [False, True, True], done.stderr
 
 
 # --- builds (the build sandbox is exercised by the corpus; here its cache and its checks) ---------

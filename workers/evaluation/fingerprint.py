@@ -4,6 +4,7 @@ produced a timing. Cached per process; never initialises CUDA in the calling pro
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -73,16 +74,31 @@ def _gpu_facts() -> dict:
         return {"device_name": None, "driver_version": None}
 
 
+def _torch_build() -> tuple[str | None, str | None]:
+    """torch's version and the CUDA it was built for (`torch.__version__`, `torch.version.cuda`),
+    read from the module torch generates for them at build, torch/version.py, loaded on its own:
+    importing torch would cost a process that only fingerprints (the CLI's pre-flight) about a
+    second to start and half a second to exit."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None, None
+    path = os.path.join(spec.submodule_search_locations[0], "version.py")
+    version_spec = importlib.util.spec_from_file_location("kturn_torch_version", path)
+    version = importlib.util.module_from_spec(version_spec)
+    version_spec.loader.exec_module(version)
+    return version.__version__, version.cuda
+
+
 def device_fingerprint(device: str) -> dict:
     if device not in _cache:
-        import torch  # the package only; nothing here touches the CUDA runtime
+        torch_version, torch_cuda = _torch_build()
         fp = {"device": device, "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(),
-              "torch": torch.__version__, "torch_cuda": torch.version.cuda, "triton": _version("triton"),
+              "torch": torch_version, "torch_cuda": torch_cuda, "triton": _version("triton"),
               "python": platform.python_version(), "harness_version": HARNESS_VERSION,
               "platform": platform.platform(), **compiler_versions()}
         if device == "cuda":
             fp.update(_gpu_facts())
-            fp["cuda_runtime"] = torch.version.cuda
+            fp["cuda_runtime"] = torch_cuda
         else:
             fp.update({"device_name": fp["cpu_model"], "driver_version": None, "cuda_runtime": None})
         _cache[device] = fp
