@@ -10,9 +10,10 @@ one prefork worker per queue (`-c 2`). The answers are replayed and hold no code
 almost nothing and what is measured is the orchestration itself.
 
 1. Anchor: a no-op Celery task with kturn's delivery settings (acks late, prefetch 1) on one worker
-   `-c 2`: tasks/s from the first enqueue until the queue and the unacked set are empty.
-2. kturn: N trajectories x T turns through `kturn run`: turns/s from the run's creation to its last
-   evaluation. Every process (the CLI and the workers, pool children included) loads
+   `-c 2`: after 300 untimed tasks, tasks/s from the first enqueue until the queue and the unacked
+   set are empty.
+2. kturn: N trajectories x T turns through `kturn run`, after an untimed run of 10 trajectories:
+   turns/s from the run's creation to its last evaluation. Every process (the CLI and the workers, pool children included) loads
    bench/probe/sitecustomize.py, which counts its Postgres round trips (statements, plus BEGIN and
    COMMIT of non-autocommit transactions) and Redis round trips (commands or pipelines sent) and
    the CPU of each task by stage; Redis's own INFO commandstats gives the commands.
@@ -44,6 +45,10 @@ PROBLEM = ROOT / "orchestrator" / "data" / "problems" / "level1" / "1_ReLU.py"
 PG_ADMIN_URL = os.environ.get("KTURN_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 KTURN = str(Path(sys.executable).with_name("kturn"))
 STAGES = tuple(stage.name for stage in PIPELINE)
+# Untimed work first, as any timing does: the workers' first tasks connect, compile their
+# statements and fill their caches, costs a long-lived worker pays once.
+WARM_UP_TASKS = 300
+WARM_UP_TRAJECTORIES = 10
 
 
 class Bench:
@@ -59,6 +64,7 @@ class Bench:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{self.database}"')
         self.database_url = f"{PG_ADMIN_URL.rpartition('/')[0]}/{self.database}"
+        self._sql: psycopg.Connection | None = None
 
     def _redis_up(self) -> bool:
         try:
@@ -96,6 +102,8 @@ class Bench:
     def close(self) -> None:
         for process in reversed(self.processes):
             self.stop(process)
+        if self._sql is not None:
+            self._sql.close()
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
@@ -103,8 +111,11 @@ class Bench:
         return Counter({k.removeprefix("cmdstat_"): v["calls"] for k, v in self.redis.info("commandstats").items()})
 
     def sql(self, query: str, *params):
-        with psycopg.connect(self.database_url, autocommit=True) as connection:
-            return connection.execute(query, params).fetchall()
+        """On one connection, kept: the bench polls while it measures, and a connection per poll
+        would cost the measured Postgres a backend start each time."""
+        if self._sql is None:
+            self._sql = psycopg.connect(self.database_url, autocommit=True)
+        return self._sql.execute(query, params).fetchall()
 
 
 def probe_totals(probe_dir: Path) -> Counter:
@@ -120,14 +131,20 @@ def anchor(bench: Bench, tasks: int) -> dict:
     os.environ["REDIS_URL"] = bench.redis_url
     from bench.noop_app import noop
 
+    _noops(bench, noop, WARM_UP_TASKS)
     started = time.monotonic()
+    _noops(bench, noop, tasks)
+    elapsed = time.monotonic() - started
+    bench.stop(worker)
+    return {"tasks": tasks, "seconds": round(elapsed, 2), "tasks_per_s": round(tasks / elapsed, 1)}
+
+
+def _noops(bench: Bench, noop, tasks: int) -> None:
+    """Enqueue `tasks` no-op tasks and wait until the queue and the unacked set are empty."""
     with noop.app.producer_or_acquire() as producer:
         for index in range(tasks):
             noop.apply_async((index,), producer=producer)
     wait_until(lambda: bench.redis.llen("noop") == 0 and bench.redis.hlen("unacked") == 0, 600, "the no-op tasks", 0.005)
-    elapsed = time.monotonic() - started
-    bench.stop(worker)
-    return {"tasks": tasks, "seconds": round(elapsed, 2), "tasks_per_s": round(tasks / elapsed, 1)}
 
 
 def replay_file(bench: Bench, turns: int) -> Path:
@@ -151,11 +168,11 @@ def throughput(bench: Bench, trajectories: int, turns: int) -> dict:
     probe_dir = bench.workdir / "probe-kturn"
     env = bench.env(probe_dir)
     start_kturn_workers(bench, env)
+    _run_to_end(bench, env, WARM_UP_TRAJECTORIES, turns)
     time.sleep(1.0)
-    idle = probe_totals(probe_dir)  # the workers' start-up, not the turns'
+    idle = probe_totals(probe_dir)  # the workers' start-up and warm-up, not the measured turns'
     stats_before = bench.commandstats()
-    run_id = json.loads(subprocess.run(run_args(bench, trajectories, turns), env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])["run"]
-    wait_until(lambda: bench.sql("SELECT status FROM runs WHERE id = %s", run_id)[0][0] != "running", 1800, "the run", 0.1)
+    run_id = _run_to_end(bench, env, trajectories, turns)
     [(seconds, done, all_turns)] = bench.sql("""
         SELECT EXTRACT(EPOCH FROM max(t.evaluated_at) - min(r.created_at)), count(*) FILTER (WHERE t.state = 'done'), count(*)
         FROM runs r JOIN trajectories tr ON tr.run_id = r.id JOIN turns t ON t.trajectory_id = tr.id WHERE r.id = %s""", run_id)
@@ -179,6 +196,13 @@ def throughput(bench: Bench, trajectories: int, turns: int) -> dict:
     if bench.profile:
         result["profile"] = {stage: top_functions(probe_dir, stage) for stage in STAGES}
     return result
+
+
+def _run_to_end(bench: Bench, env: dict, trajectories: int, turns: int) -> int:
+    """`kturn run` of `trajectories` x `turns`, waited for until it ends; its id."""
+    run_id = json.loads(subprocess.run(run_args(bench, trajectories, turns), env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])["run"]
+    wait_until(lambda: bench.sql("SELECT status FROM runs WHERE id = %s", run_id)[0][0] != "running", 1800, "the run", 0.1)
+    return run_id
 
 
 def top_functions(probe_dir: Path, stage: str, limit: int = 15) -> list[str]:
