@@ -148,7 +148,8 @@ def _completing(dialect: str):
         update(Run)
         .where(Run.id == bindparam("run"), Run.status == RunStatus.running.value, ~any_trajectory(TrajectoryStatus.running))
         .values(status=case((any_trajectory(TrajectoryStatus.failed), RunStatus.completed_with_failures.value), else_=RunStatus.completed.value),
-                finished_at=func.now() if dialect == "postgresql" else bindparam("now", type_=Run.finished_at.type))
+                # the statement's own start, after the lock: a transaction's now() may precede the end of the trajectory it waited for
+                finished_at=func.statement_timestamp() if dialect == "postgresql" else bindparam("now", type_=Run.finished_at.type))
     )
 
 
