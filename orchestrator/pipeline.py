@@ -25,7 +25,7 @@ from orchestrator.problems import ProblemSpec
 from orchestrator.prompts import PastTurn
 from orchestrator.queues import enqueue
 from orchestrator.rewards import discounted_returns
-from orchestrator.run_config import RunConfig
+from orchestrator.run_config import RunConfig, StoredRunConfig
 from orchestrator.settings import get_settings
 from orchestrator.stages import BUILD, BY_WAITING_STATE, BY_WORKING_STATE, CLEAN, EVALUATE, GENERATE, STAGES, Stage
 
@@ -73,10 +73,10 @@ Work = Callable[[TurnContext], Outcome]
 
 
 @lru_cache(maxsize=64)
-def _parsed_config(config_json: str) -> RunConfig:
+def _parsed_config(config_json: str) -> StoredRunConfig:
     """A run's config never changes once stored (nor its text), and validating it is most of a
     stage's own CPU."""
-    return RunConfig.model_validate_json(config_json)
+    return StoredRunConfig.model_validate_json(config_json)
 
 
 def load_context(claim: turn_queries.Claim, turn: dict[str, Any], rows: list[dict[str, Any]]) -> TurnContext:

@@ -2,7 +2,7 @@
 import pytest
 
 from db.token_arrays import pack, unpack
-from orchestrator.run_config import RunConfig
+from orchestrator.run_config import RunConfig, StoredRunConfig
 from orchestrator.server_check import same_model
 from workers.cleaning import CleaningSettings
 from workers.generation import LOOP_ABORT_SETTINGS, GenerationSettings
@@ -35,6 +35,16 @@ def test_an_answer_aborted_for_a_loop_is_cleaned_with_the_abort_thresholds():
     assert config.cleaning_settings({"type": "stop", "matched": 151645}) == CleaningSettings()
     assert config.cleaning_settings(None) == CleaningSettings()
     assert LOOP_ABORT_SETTINGS.min_repeats_long_unit == 4 < CleaningSettings().min_repeats_long_unit
+
+
+def test_a_stored_config_makes_each_derived_setting_once_and_the_same_as_a_fresh_one():
+    fresh = RunConfig(urls=["http://a"], sampling={**RunConfig(urls=["http://a"]).sampling, "temperature": 0.3})
+    stored = StoredRunConfig.model_validate_json(fresh.model_dump_json())
+    loop = {"type": "loop", "onset": 10, "period": 400}
+    for derive in (lambda c: c.sampling_params(), lambda c: c.generation_settings(), lambda c: c.evaluation_settings(),
+                   lambda c: c.cleaning_settings(None), lambda c: c.cleaning_settings(loop)):
+        assert derive(stored) is derive(stored) and derive(stored) == derive(fresh)
+    assert stored.cleaning_settings(loop) == LOOP_ABORT_SETTINGS != stored.cleaning_settings({"type": "stop"})
 
 
 @pytest.mark.parametrize(("name", "path", "same"), [
