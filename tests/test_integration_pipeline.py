@@ -163,10 +163,17 @@ def test_flower_sees_workers_per_queue_and_the_run_tasks(finished_run, cluster, 
     turn_ids = {t["id"] for t in turns_of(db, finished_run[0])}
     # Flower learns tasks from events: run a small new run while it watches.
     cluster.kturn(*run_args(cluster, 1, 1, "--id", "2"), "--wait")
-    tasks = wait_for(lambda: [t for t in http_json(f"{url}/api/tasks").values() if t.get("name", "").startswith("kturn.")], 60, "Flower to see tasks")
-    assert {"kturn.generate", "kturn.clean", "kturn.build", "kturn.evaluate"} <= {t["name"] for t in tasks}
-    assert all(t["state"] == "SUCCESS" for t in tasks)
+    # A worker publishes its task events in batches (EVENT_FLUSH_S apart at most), so the last
+    # successes may reach Flower after `--wait` has seen the run end: wait for them, not for the first.
+    tasks = wait_for(lambda: _every_stage_succeeded([t for t in http_json(f"{url}/api/tasks").values() if t.get("name", "").startswith("kturn.")]),
+                     60, "Flower to see a task of every stage, each succeeded")
     assert not {int(t["args"].strip("[]()")) for t in tasks} & turn_ids  # the new run's turns, seen live
+
+
+def _every_stage_succeeded(tasks: list[dict]) -> list[dict] | None:
+    """`tasks` once they include every stage's and all succeeded; None until then."""
+    every_stage = {"kturn.generate", "kturn.clean", "kturn.build", "kturn.evaluate"} <= {t["name"] for t in tasks}
+    return tasks if every_stage and all(t["state"] == "SUCCESS" for t in tasks) else None
 
 
 def _workers_with_queues(url: str) -> dict[str, set[str]]:
