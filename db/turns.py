@@ -66,10 +66,16 @@ def _state_is(state: TurnState):
 # Statements are built once per process (by dialect and states) and executed with parameters:
 # building them costs more CPU than the round trip they make.
 
+def _clock_param(dialect: str, column):
+    """The clock of a statement built once and cached: the database's on Postgres (as `clock`),
+    on SQLite the parameter `now`, bound per execution (a value written into it would stay)."""
+    return func.now() if dialect == "postgresql" else bindparam("now", type_=column.type)
+
+
 @lru_cache(maxsize=None)
 def _claiming(dialect: str, waiting: TurnState, working: TurnState):
     postgres = dialect == "postgresql"
-    now = func.now() if postgres else bindparam("now", type_=Turn.updated_at.type)
+    now = _clock_param(dialect, Turn.updated_at)
     return (
         update(Turn)
         .where(Turn.id == bindparam("turn_id"), _state_is(waiting))
@@ -197,7 +203,7 @@ def store(db: Executor, claim: Claim, next_state: TurnState, lease_expired: bool
 
 @lru_cache(maxsize=256)
 def _storing(dialect: str, working: TurnState, next_state: TurnState, lease_expired: bool, columns: tuple[str, ...]):
-    now = func.now() if dialect == "postgresql" else bindparam("now", type_=Turn.updated_at.type)
+    now = _clock_param(dialect, Turn.updated_at)
     held = [Turn.id == bindparam("turn_id"), _state_is(working), Turn.attempts == bindparam("attempt")]
     if lease_expired:
         held.append(Turn.lease_expires_at < now)
@@ -241,7 +247,8 @@ def store_last(db: Executor, claim: Claim, trajectory_id: int, returns: list[flo
             return False, False
         return True, status == TrajectoryStatus.running.value and finish_trajectory(db, trajectory_id, TrajectoryStatus.completed, returns)
     # the turn's own return is set by its store: one statement cannot update its row twice
-    params = {**_done_params(claim, trajectory_id, values), **_returns_params(returns[:-1], returns[0]), "own_return": returns[-1]}
+    params = {**_done_params(claim, trajectory_id, values), **_returns_params(returns[:-1], _trajectory_return(TrajectoryStatus.completed, returns)),
+              "own_return": returns[-1]}
     [row] = driver_rows(db, _storing_last(claim.working, tuple(sorted(values))), params)
     return bool(row["stored"]), bool(row["ended"])
 
@@ -349,7 +356,7 @@ def _returns_params(returns: list[float], trajectory_return: float | None) -> di
 
 @lru_cache(maxsize=8)
 def _ending_update(dialect: str, status: TrajectoryStatus):
-    now = func.now() if dialect == "postgresql" else bindparam("now", type_=Trajectory.finished_at.type)
+    now = _clock_param(dialect, Trajectory.finished_at)
     return (
         update(Trajectory)
         .where(Trajectory.id == bindparam("trajectory"), Trajectory.status == TrajectoryStatus.running.value)
