@@ -1,6 +1,8 @@
 """The `kturn` command line (Typer + Rich)."""
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import os
 import sys
@@ -17,6 +19,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from orchestrator.problems import BUNDLED_DIR, ProblemError, load_problems
 from orchestrator.settings import get_settings
+
+# Run last at exit (handlers run last registered first): the interpreter's collections while it
+# shuts down would otherwise walk every object the imports made, some 0.3 s of CPU per command here,
+# and no cycle is left to collect that kturn needs finalized (connections are closed at exit anyway).
+atexit.register(gc.freeze)
 
 app = typer.Typer(help="kturn: multi-turn LLM kernel-generation rollouts.", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
