@@ -88,7 +88,8 @@ class BatchedTaskEvents(bootsteps.StartStopStep):
             c.event_dispatcher.flush()
 
 
-def _consumes(instance, queue: str) -> bool:
+def consumes(instance, queue: str) -> bool:
+    """Whether the worker `instance` takes messages from `queue`."""
     consume_from = instance.app.amqp.queues.consume_from
     return consume_from is not None and queue in consume_from
 
@@ -97,7 +98,7 @@ def _consumes(instance, queue: str) -> bool:
 def _evaluate_workers_take_preflights(instance=None, **_kwargs) -> None:
     """A worker started with `-Q evaluate` also takes the pre-flight queue: Redis hands it the two
     queues in turn, so a pre-flight waits for one evaluation at most."""
-    if _consumes(instance, EVALUATE.queue):
+    if consumes(instance, EVALUATE.queue):
         queues = instance.app.amqp.queues
         queues.select_add(queues[PREFLIGHT_QUEUE])  # the declared queue, with its own exchange
 
@@ -107,7 +108,7 @@ def _build_and_evaluate_workers_import_torch(instance=None, **_kwargs) -> None:
     """Builds are keyed by torch's version and evaluations compare outputs with torch: imported
     once before the pool forks, not per child on its first task. Generate and clean workers never
     need it (a second of start-up, so they are back sooner after a crash)."""
-    if _consumes(instance, BUILD.queue) or _consumes(instance, EVALUATE.queue):
+    if consumes(instance, BUILD.queue) or consumes(instance, EVALUATE.queue):
         import torch  # noqa: F401
 
 

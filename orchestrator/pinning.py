@@ -6,7 +6,9 @@
   else every GPU nvidia-smi lists; with fewer than two there is nothing to do;
 - to cores of its own, an equal share of those the worker may use, so two evaluations never
   share a core (they would slow each other's timed batches at random). The sandbox pins each
-  evaluation's children within that share."""
+  evaluation's children within that share. Only evaluate workers' processes are pinned to cores:
+  the other stages time nothing, and a generate or clean process held to one core would wait
+  there while another core idles."""
 from __future__ import annotations
 
 import os
@@ -14,6 +16,7 @@ import os
 from celery import signals
 
 from orchestrator.limits import gpus_in, listed_gpus
+from orchestrator.stages import EVALUATE
 
 _worker = None  # the WorkController of this worker, whose concurrency is known once its pool starts
 
@@ -35,6 +38,12 @@ def cores_for(process_index: int, processes: int, cores: list[int]) -> list[int]
     return cores[start:start + share]
 
 
+def _evaluates(worker) -> bool:
+    from orchestrator.app import consumes  # imported by the app: by the time a pool process starts, the app is
+
+    return consumes(worker, EVALUATE.queue)
+
+
 @signals.celeryd_init.connect
 def remember_worker(instance=None, **_kwargs) -> None:
     global _worker
@@ -52,5 +61,5 @@ def pin_process(**_kwargs) -> None:
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     processes = getattr(_worker, "concurrency", None)
-    if isinstance(processes, int) and processes > 1:
+    if isinstance(processes, int) and processes > 1 and _evaluates(_worker):
         os.sched_setaffinity(0, cores_for(index, processes, sorted(os.sched_getaffinity(0))))
