@@ -10,13 +10,17 @@ one prefork worker per queue (`-c 2`). The answers are replayed and hold no code
 almost nothing and what is measured is the orchestration itself.
 
 1. Anchor: a no-op Celery task with kturn's delivery settings (acks late, prefetch 1) on one worker
-   `-c 2`: after 300 untimed tasks, tasks/s from the first enqueue until the queue and the unacked
-   set are empty.
+   `-c 2`: after 300 untimed tasks, tasks/s from the first enqueue of 3,000 until the queue and the
+   unacked set are empty.
 2. kturn: N trajectories x T turns through `kturn run`, after an untimed run of 10 trajectories:
    turns/s from the run's creation to its last evaluation. Every process (the CLI and the workers, pool children included) loads
    bench/probe/sitecustomize.py, which counts its Postgres round trips (statements, plus BEGIN and
    COMMIT of non-autocommit transactions) and Redis round trips (commands or pipelines sent) and
    the CPU of each task by stage; Redis's own INFO commandstats gives the commands.
+
+The two are timed in turn, `--rounds` times (3), on workers started and warmed up once; each round's
+ratio divides kturn's turns/s by the no-op rate measured just before it, and the bench reports
+every round and their median. Round trips and CPU per task are summed over kturn's timed runs.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import argparse
 import json
 import os
 import pstats
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,17 +130,20 @@ def probe_totals(probe_dir: Path) -> Counter:
     return total
 
 
-def anchor(bench: Bench, tasks: int) -> dict:
-    env = bench.env(bench.workdir / "probe-noop")
-    worker = bench.worker("bench.noop_app", "noop", env)
+def start_anchor(bench: Bench):
+    """The no-op worker, warmed up; the task to time."""
+    bench.worker("bench.noop_app", "noop", bench.env(bench.workdir / "probe-noop"))
     os.environ["REDIS_URL"] = bench.redis_url
     from bench.noop_app import noop
 
     _noops(bench, noop, WARM_UP_TASKS)
+    return noop
+
+
+def anchor(bench: Bench, noop, tasks: int) -> dict:
     started = time.monotonic()
     _noops(bench, noop, tasks)
     elapsed = time.monotonic() - started
-    bench.stop(worker)
     return {"tasks": tasks, "seconds": round(elapsed, 2), "tasks_per_s": round(tasks / elapsed, 1)}
 
 
@@ -164,38 +172,65 @@ def start_kturn_workers(bench: Bench, env: dict) -> None:
         bench.worker("orchestrator.app", queue, env)
 
 
-def throughput(bench: Bench, trajectories: int, turns: int) -> dict:
-    probe_dir = bench.workdir / "probe-kturn"
-    env = bench.env(probe_dir)
-    start_kturn_workers(bench, env)
-    _run_to_end(bench, env, WARM_UP_TRAJECTORIES, turns)
-    time.sleep(1.0)
-    idle = probe_totals(probe_dir)  # the workers' start-up and warm-up, not the measured turns'
-    stats_before = bench.commandstats()
-    run_id = _run_to_end(bench, env, trajectories, turns)
-    [(seconds, done, all_turns)] = bench.sql("""
-        SELECT EXTRACT(EPOCH FROM max(t.evaluated_at) - min(r.created_at)), count(*) FILTER (WHERE t.state = 'done'), count(*)
-        FROM runs r JOIN trajectories tr ON tr.run_id = r.id JOIN turns t ON t.trajectory_id = tr.id WHERE r.id = %s""", run_id)
-    time.sleep(1.5)  # every probe writes its counts every half second
-    counts = probe_totals(probe_dir)
-    counts.subtract(idle)
-    commands = bench.commandstats()
-    commands.subtract(stats_before)
-    per_turn = lambda n: round(n / all_turns, 2)  # noqa: E731
-    pg = counts["pg_statements"] + counts["pg_begin"] + counts["pg_commit"] + counts["pg_rollback"]
-    result = {
-        "trajectories": trajectories, "turns": all_turns, "done": done, "seconds": round(float(seconds), 2),
-        "turns_per_s": round(all_turns / float(seconds), 1),
-        "pg_round_trips_per_turn": per_turn(pg),
-        "pg_per_turn": {k: per_turn(counts[k]) for k in ("pg_statements", "pg_begin", "pg_commit", "pg_rollback", "pg_connects")},
-        "redis_round_trips_per_turn": per_turn(counts["redis_round_trips"]),
-        "redis_commands_per_turn": per_turn(sum(v for v in commands.values() if v > 0) - commands["info"] - commands["client|list"] - commands["llen"] - commands["hlen"]),
-        "redis_commands_by_name_per_turn": {k: per_turn(v) for k, v in commands.most_common(12) if v > 0},
-        "cpu_ms_per_task": {stage: round(1000 * counts[f"cpu_s:kturn.{stage}"] / max(counts[f"tasks:kturn.{stage}"], 1), 2) for stage in STAGES},
-    }
-    if bench.profile:
-        result["profile"] = {stage: top_functions(probe_dir, stage) for stage in STAGES}
-    return result
+class KturnRounds:
+    """kturn's workers, warmed up, and what the timed runs on them counted, summed over the runs."""
+
+    def __init__(self, bench: Bench, turns: int):
+        self.bench, self.turns = bench, turns
+        self.probe_dir = bench.workdir / "probe-kturn"
+        self.env = bench.env(self.probe_dir)
+        start_kturn_workers(bench, self.env)
+        _run_to_end(bench, self.env, WARM_UP_TRAJECTORIES, turns)
+        self.counts: Counter = Counter()
+        self.commands: Counter = Counter()
+        self.all_turns = 0
+
+    def run(self, trajectories: int) -> dict:
+        """One timed run: turns/s from the run's creation to its last evaluation."""
+        time.sleep(1.5)  # every probe writes its counts every half second
+        counts_before, commands_before = probe_totals(self.probe_dir), self.bench.commandstats()
+        run_id = _run_to_end(self.bench, self.env, trajectories, self.turns)
+        [(seconds, done, all_turns)] = self.bench.sql("""
+            SELECT EXTRACT(EPOCH FROM max(t.evaluated_at) - min(r.created_at)), count(*) FILTER (WHERE t.state = 'done'), count(*)
+            FROM runs r JOIN trajectories tr ON tr.run_id = r.id JOIN turns t ON t.trajectory_id = tr.id WHERE r.id = %s""", run_id)
+        time.sleep(1.5)
+        self.counts.update(probe_totals(self.probe_dir) - counts_before)
+        self.commands.update(self.bench.commandstats() - commands_before)
+        self.all_turns += all_turns
+        return {"trajectories": trajectories, "turns": all_turns, "done": done, "seconds": round(float(seconds), 2),
+                "turns_per_s": round(all_turns / float(seconds), 1)}
+
+    def costs(self) -> dict:
+        """Round trips per turn and CPU per task over every timed run."""
+        counts, commands = self.counts, self.commands
+        per_turn = lambda n: round(n / self.all_turns, 2)  # noqa: E731
+        pg = counts["pg_statements"] + counts["pg_begin"] + counts["pg_commit"] + counts["pg_rollback"]
+        result = {
+            "pg_round_trips_per_turn": per_turn(pg),
+            "pg_per_turn": {k: per_turn(counts[k]) for k in ("pg_statements", "pg_begin", "pg_commit", "pg_rollback", "pg_connects")},
+            "redis_round_trips_per_turn": per_turn(counts["redis_round_trips"]),
+            "redis_commands_per_turn": per_turn(sum(commands.values()) - commands["info"] - commands["client|list"] - commands["llen"] - commands["hlen"]),
+            "redis_commands_by_name_per_turn": {k: per_turn(v) for k, v in commands.most_common(12)},
+            "cpu_ms_per_task": {stage: round(1000 * counts[f"cpu_s:kturn.{stage}"] / max(counts[f"tasks:kturn.{stage}"], 1), 2) for stage in STAGES},
+        }
+        if self.bench.profile:
+            result["profile"] = {stage: top_functions(self.probe_dir, stage) for stage in STAGES}
+        return result
+
+
+def compare(bench: Bench, trajectories: int, turns: int, noop_tasks: int, rounds: int) -> dict:
+    """The anchor and kturn in turn, `rounds` times: the box's speed drifts between runs (by up to
+    2x on a shared host), and a ratio of two neighbouring runs is the one that compares."""
+    noop = start_anchor(bench)
+    kturn = KturnRounds(bench, turns)
+    measured = []
+    for _ in range(rounds):
+        raw = anchor(bench, noop, noop_tasks)
+        run = kturn.run(trajectories)
+        measured.append({"raw_tasks_per_s": raw["tasks_per_s"], "turns_per_s": run["turns_per_s"], "done": run["done"], "turns": run["turns"],
+                         "ratio": round(run["turns_per_s"] / raw["tasks_per_s"], 3)})
+    return {"trajectories": trajectories, "turns": turns, "noop_tasks": noop_tasks, "rounds": measured, "kturn": kturn.costs(),
+            "ratio_to_raw": statistics.median(m["ratio"] for m in measured)}
 
 
 def _run_to_end(bench: Bench, env: dict, trajectories: int, turns: int) -> int:
@@ -263,6 +298,7 @@ def main() -> None:
     parser.add_argument("--trajectories", type=int, default=200)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--noop-tasks", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3, help="anchor and kturn measured in turn this many times; the ratio is their median")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="cProfile every task (slows them: rates are then not comparable)")
     parser.add_argument("--scale", type=int, default=0, help="instead: enqueue this many trajectories at once and drain a while")
@@ -273,8 +309,7 @@ def main() -> None:
         if args.scale:
             report = {"scale": scale(bench, args.scale, args.drain_seconds)}
         else:
-            report = {"anchor": anchor(bench, args.noop_tasks), "kturn": throughput(bench, args.trajectories, args.turns)}
-            report["ratio_to_raw"] = round(report["kturn"]["turns_per_s"] / report["anchor"]["tasks_per_s"], 3)
+            report = compare(bench, args.trajectories, args.turns, args.noop_tasks, args.rounds)
     finally:
         bench.close()
     print(json.dumps(report, indent=2))
