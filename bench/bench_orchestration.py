@@ -18,9 +18,10 @@ almost nothing and what is measured is the orchestration itself.
    COMMIT of non-autocommit transactions) and Redis round trips (commands or pipelines sent) and
    the CPU of each task by stage; Redis's own INFO commandstats gives the commands.
 
-The two are timed in turn, `--rounds` times (3), on workers started and warmed up once; each round's
-ratio divides kturn's turns/s by the no-op rate measured just before it, and the bench reports
-every round and their median. Round trips and CPU per task are summed over kturn's timed runs.
+The two are timed in turn, `--rounds` times (3), on workers started and warmed up once, the side not
+being timed stopped (SIGSTOP); each round's ratio divides kturn's turns/s by the no-op rate measured
+just before it, and the bench reports every round and their median (the lower middle one for an even
+count). Round trips and CPU per task are summed over kturn's timed runs.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import argparse
 import json
 import os
 import pstats
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,6 +37,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -104,6 +108,18 @@ class Bench:
     def stop(self, process: subprocess.Popen) -> None:
         stop_group(process, grace_s=20)
 
+    @contextmanager
+    def paused(self, workers: list[subprocess.Popen]) -> Iterator[None]:
+        """The workers' process groups stopped (SIGSTOP) inside the block: the side not being timed
+        then takes no CPU and sends no command (heartbeats, BRPOP timeouts, event flushes)."""
+        for worker in workers:
+            os.killpg(worker.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for worker in workers:
+                os.killpg(worker.pid, signal.SIGCONT)
+
     def close(self) -> None:
         for process in reversed(self.processes):
             self.stop(process)
@@ -130,14 +146,14 @@ def probe_totals(probe_dir: Path) -> Counter:
     return total
 
 
-def start_anchor(bench: Bench):
-    """The no-op worker, warmed up; the task to time."""
-    bench.worker("bench.noop_app", "noop", bench.env(bench.workdir / "probe-noop"))
+def start_anchor(bench: Bench) -> tuple[subprocess.Popen, object]:
+    """The no-op worker, warmed up, and the task to time."""
+    worker = bench.worker("bench.noop_app", "noop", bench.env(bench.workdir / "probe-noop"))
     os.environ["REDIS_URL"] = bench.redis_url
     from bench.noop_app import noop
 
     _noops(bench, noop, WARM_UP_TASKS)
-    return noop
+    return worker, noop
 
 
 def anchor(bench: Bench, noop, tasks: int) -> dict:
@@ -166,10 +182,9 @@ def run_args(bench: Bench, trajectories: int, turns: int) -> list[str]:
             "--generator", "replay", "--replay", str(replay_file(bench, turns)), "--early-stop", "100", "--json"]
 
 
-def start_kturn_workers(bench: Bench, env: dict) -> None:
+def start_kturn_workers(bench: Bench, env: dict) -> list[subprocess.Popen]:
     subprocess.run([KTURN, "db", "upgrade"], env=env, check=True, capture_output=True)
-    for queue in STAGES:
-        bench.worker("orchestrator.app", queue, env)
+    return [bench.worker("orchestrator.app", queue, env) for queue in STAGES]
 
 
 class KturnRounds:
@@ -179,7 +194,7 @@ class KturnRounds:
         self.bench, self.turns = bench, turns
         self.probe_dir = bench.workdir / "probe-kturn"
         self.env = bench.env(self.probe_dir)
-        start_kturn_workers(bench, self.env)
+        self.workers = start_kturn_workers(bench, self.env)
         _run_to_end(bench, self.env, WARM_UP_TRAJECTORIES, turns)
         self.counts: Counter = Counter()
         self.commands: Counter = Counter()
@@ -221,16 +236,19 @@ class KturnRounds:
 def compare(bench: Bench, trajectories: int, turns: int, noop_tasks: int, rounds: int) -> dict:
     """The anchor and kturn in turn, `rounds` times: the box's speed drifts between runs (by up to
     2x on a shared host), and a ratio of two neighbouring runs is the one that compares."""
-    noop = start_anchor(bench)
-    kturn = KturnRounds(bench, turns)
+    anchor_worker, noop = start_anchor(bench)
+    with bench.paused([anchor_worker]):
+        kturn = KturnRounds(bench, turns)
     measured = []
     for _ in range(rounds):
-        raw = anchor(bench, noop, noop_tasks)
-        run = kturn.run(trajectories)
+        with bench.paused(kturn.workers):
+            raw = anchor(bench, noop, noop_tasks)
+        with bench.paused([anchor_worker]):
+            run = kturn.run(trajectories)
         measured.append({"raw_tasks_per_s": raw["tasks_per_s"], "turns_per_s": run["turns_per_s"], "done": run["done"], "turns": run["turns"],
                          "ratio": round(run["turns_per_s"] / raw["tasks_per_s"], 3)})
     return {"trajectories": trajectories, "turns": turns, "noop_tasks": noop_tasks, "rounds": measured, "kturn": kturn.costs(),
-            "ratio_to_raw": statistics.median(m["ratio"] for m in measured)}
+            "ratio_to_raw": statistics.median_low(m["ratio"] for m in measured)}
 
 
 def _run_to_end(bench: Bench, env: dict, trajectories: int, turns: int) -> int:
@@ -304,6 +322,8 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=0, help="instead: enqueue this many trajectories at once and drain a while")
     parser.add_argument("--drain-seconds", type=float, default=60)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     bench = Bench(Path(tempfile.mkdtemp(prefix="kturn-bench-")), args.concurrency, args.profile)
     try:
         if args.scale:
