@@ -6,9 +6,9 @@
   else every GPU nvidia-smi lists; with fewer than two there is nothing to do;
 - to cores of its own, an equal share of those the worker may use, so two evaluations never
   share a core (they would slow each other's timed batches at random). The sandbox pins each
-  evaluation's children within that share. Only evaluate workers' processes are pinned to cores:
-  the other stages time nothing, and a generate or clean process held to one core would wait
-  there while another core idles."""
+  evaluation's children within that share. Only the processes of workers that evaluate (or run
+  pre-flights) are pinned to cores: the other stages time nothing, and a generate or clean process
+  held to one core would wait there while another core idles."""
 from __future__ import annotations
 
 import os
@@ -16,7 +16,7 @@ import os
 from celery import signals
 
 from orchestrator.limits import gpus_in, listed_gpus
-from orchestrator.stages import EVALUATE
+from orchestrator.stages import EVALUATE, PREFLIGHT_QUEUE
 
 _worker = None  # the WorkController of this worker, whose concurrency is known once its pool starts
 
@@ -39,9 +39,10 @@ def cores_for(process_index: int, processes: int, cores: list[int]) -> list[int]
 
 
 def _evaluates(worker) -> bool:
+    """Whether the worker runs evaluations or pre-flights (the references' timed batches)."""
     from orchestrator.app import consumes  # imported by the app: by the time a pool process starts, the app is
 
-    return consumes(worker, EVALUATE.queue)
+    return consumes(worker, EVALUATE.queue) or consumes(worker, PREFLIGHT_QUEUE)
 
 
 @signals.celeryd_init.connect
