@@ -196,19 +196,20 @@ class KturnRounds:
         self.env = bench.env(self.probe_dir)
         self.workers = start_kturn_workers(bench, self.env)
         _run_to_end(bench, self.env, WARM_UP_TRAJECTORIES, turns)
+        time.sleep(1.5)  # every probe writes its counts every half second: the warm-up's are in before the first run
         self.counts: Counter = Counter()
         self.commands: Counter = Counter()
         self.all_turns = 0
 
     def run(self, trajectories: int) -> dict:
-        """One timed run: turns/s from the run's creation to its last evaluation."""
-        time.sleep(1.5)  # every probe writes its counts every half second
+        """One timed run: turns/s from the run's creation to its last evaluation. Between runs the
+        workers are only paused (the anchor's turn), so their probes' counts are as the last run left them."""
         counts_before, commands_before = probe_totals(self.probe_dir), self.bench.commandstats()
         run_id = _run_to_end(self.bench, self.env, trajectories, self.turns)
         [(seconds, done, all_turns)] = self.bench.sql("""
             SELECT EXTRACT(EPOCH FROM max(t.evaluated_at) - min(r.created_at)), count(*) FILTER (WHERE t.state = 'done'), count(*)
             FROM runs r JOIN trajectories tr ON tr.run_id = r.id JOIN turns t ON t.trajectory_id = tr.id WHERE r.id = %s""", run_id)
-        time.sleep(1.5)
+        time.sleep(1.5)  # the run's last counts written
         self.counts.update(probe_totals(self.probe_dir) - counts_before)
         self.commands.update(self.bench.commandstats() - commands_before)
         self.all_turns += all_turns

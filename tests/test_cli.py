@@ -170,7 +170,7 @@ def test_run_help_shows_the_limits_and_their_host_derived_defaults(tmp_path):
     assert "--memory-limit-mb" in shown and "host's RAM" in shown and "--timeout" in shown and "20x the longest batch a reference took in pre-flight" in shown and "--skip-bad" in shown
 
 
-def test_the_cli_freezes_its_objects_at_exit_instead_of_collecting_them(tmp_path):
+def test_the_cli_freezes_its_objects_at_exit_instead_of_collecting_them():
     """The interpreter's collections while it shuts down walked every object the imports made,
     some 0.3 s of CPU per command; frozen last thing, they are skipped."""
     code = "import atexit, gc, orchestrator.cli; atexit._run_exitfuncs(); print(gc.get_freeze_count())"
