@@ -26,8 +26,8 @@ from tests.cluster import ROOT, Cluster, free_port, pool_children, rows, wait_fo
 
 pytestmark = pytest.mark.integration
 
-# CI runs the short form, long enough (about 10 s) that every fault lands while the run goes on (the
-# test checks it); KTURN_CHAOS_TRAJECTORIES=1000 measures a run long enough that a fault's fixed
+# CI runs the short form, long enough (4-8 s fault-free on 2 cores) that every fault lands while the
+# run goes on (the test checks it); KTURN_CHAOS_TRAJECTORIES=1000 measures a run long enough that a fault's fixed
 # costs (the reconciler's grace after the flush, workers' start-up) are not most of it.
 TRAJECTORIES, TURNS = int(os.environ.get("KTURN_CHAOS_TRAJECTORIES", "150")), 3
 # Two workers per queue, one pool process each, as on a cluster of several hosts: a stage whose
@@ -154,20 +154,36 @@ def turns_of(db, *run_ids: int) -> list[dict]:
                 runs=list(run_ids))
 
 
-def deliver(cluster: Cluster, messages: list[tuple[str, int]]) -> None:
-    """Enqueue (stage name, turn id) messages from a process of its own, as a second producer would."""
-    script = ("import sys\nfrom orchestrator.queues import enqueue_many\nfrom orchestrator.stages import STAGES\n"
-              "wanted = [arg.split(':') for arg in sys.argv[1:]]\n"
-              "for stage in STAGES:\n    enqueue_many(stage, [int(turn) for name, turn in wanted if name == stage.name])")
-    subprocess.run([sys.executable, "-c", script, *(f"{name}:{turn_id}" for name, turn_id in messages)],
-                   cwd=ROOT, env=cluster.env, check=True, timeout=120)
+# A second producer with the workers' settings, started once: a process started per delivery took
+# 1-3 s to import Celery, long enough for the run to move past the turns it was to deliver again.
+PRODUCER = ("import sys\nfrom orchestrator.queues import enqueue_many\nfrom orchestrator.stages import STAGES\n"
+            "for line in sys.stdin:\n    wanted = [word.split(':') for word in line.split()]\n"
+            "    for stage in STAGES:\n        enqueue_many(stage, [int(turn) for name, turn in wanted if name == stage.name])\n"
+            "    print(len(wanted), flush=True)\n")
 
 
-def deliver_in_flight_again(cluster: Cluster, db, run_id: int) -> None:
+@pytest.fixture(scope="module")
+def producer(cluster):
+    process = subprocess.Popen([sys.executable, "-c", PRODUCER], cwd=ROOT, env=cluster.env, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    yield process
+    process.stdin.close()
+    process.wait(timeout=30)
+
+
+def deliver(producer: subprocess.Popen, messages: list[tuple[str, int]]) -> None:
+    """Enqueue (stage name, turn id) messages from the producer's process."""
+    producer.stdin.write(" ".join(f"{name}:{turn_id}" for name, turn_id in messages) + "\n")
+    producer.stdin.flush()
+    answer = producer.stdout.readline()
+    assert answer.strip() == str(len(messages)), f"the producer answered {answer!r} (its traceback is in the captured stderr)"
+
+
+def deliver_in_flight_again(producer: subprocess.Popen, db, run_id: int) -> None:
     """A second message for every turn not yet done, to the stage it waits for or works in: what a
     broker that redelivers its unacknowledged messages (a restart, a visibility timeout) does."""
     stages = {**BY_WAITING_STATE, **BY_WORKING_STATE}
-    deliver(cluster, [(stages[t["state"]].name, t["id"]) for t in turns_of(db, run_id) if t["state"] in stages])
+    deliver(producer, [(stages[t["state"]].name, t["id"]) for t in turns_of(db, run_id) if t["state"] in stages])
 
 
 def broker(cluster: Cluster):
@@ -203,7 +219,7 @@ def start_misconfigured_workers(cluster: Cluster) -> list[str]:
     return names
 
 
-def test_a_fault_free_run_and_a_run_under_chaos_both_finish_whole(cluster, db):
+def test_a_fault_free_run_and_a_run_under_chaos_both_finish_whole(cluster, producer, db):
     calm_run = start_run(cluster)
     wait_for(lambda: run_status(db, calm_run) != "running", 300, "the fault-free run", 0.2)
     assert_whole(cluster, db, calm_run)
@@ -215,7 +231,7 @@ def test_a_fault_free_run_and_a_run_under_chaos_both_finish_whole(cluster, db):
         (2.5 / 12, lambda: kill_pool_children(cluster, db, "clean")),
         (4 / 12, lambda: flush_redis(cluster)),
         (5.5 / 12, lambda: cut_postgres(db)),
-        (7 / 12, lambda: deliver_in_flight_again(cluster, db, run_id)),
+        (7 / 12, lambda: deliver_in_flight_again(producer, db, run_id)),
         (8.5 / 12, lambda: kill_main_process(cluster, "evaluate")),
     ]
     during = []
@@ -234,7 +250,7 @@ def test_a_fault_free_run_and_a_run_under_chaos_both_finish_whole(cluster, db):
     assert sum(t["attempts"] - 3 for t in turns_of(db, run_id)) > 0  # the killed claims were claimed again
 
     finished, asked, stale = turns_of(db, calm_run, run_id), len(cluster.double_requests()), set(broker(cluster).hkeys("unacked"))
-    deliver(cluster, [(stage.name, t["id"]) for t in finished for stage in STAGES])
+    deliver(producer, [(stage.name, t["id"]) for t in finished for stage in STAGES])
     wait_for(lambda: queues_drained(cluster, stale), 300, "the late deliveries", 0.2)
     assert turns_of(db, calm_run, run_id) == finished  # not a column changed, not a claim taken
     assert len(cluster.double_requests()) == asked
