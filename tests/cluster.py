@@ -166,8 +166,9 @@ def started(workdir: Path, database_url: str, redis_url: str, script: dict, *dou
 
 
 def pool_children(pid: int) -> list[int]:
-    """The processes a worker's main process forked (its pool)."""
-    return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+    """The live processes a worker's main process forked (its pool; a killed one not yet reaped is
+    left out)."""
+    return [p.pid for p in processes() if p.parent == pid and p.state != "Z"]
 
 
 def stop_group(process: subprocess.Popen, grace_s: float) -> None:

@@ -98,17 +98,29 @@ def kill_pool_children(cluster: Cluster, db, queue: str) -> None:
 def kill_in_the_middle_of_work(db, pools: Callable[[], dict[int, str]], kill: Callable[[int, dict[int, str]], None],
                                tries: int = 20) -> None:
     """`kill` a pool process of `pools()` (or its worker) at an instant it holds a claim, again
-    (`pools` is asked anew: restarted workers') until a kill left a claim of a dead process behind.
-    Stages here take milliseconds, so a kill at a chosen share of the run often falls between two
-    tasks and tests nothing a clean shutdown would not. The pools are looked up before the watch:
-    a lookup (pgrep) between seeing the claim and the kill took as long as a task."""
+    until a kill left a claim of a dead process behind. Stages here take milliseconds, so a kill at
+    a chosen share of the run often falls between two tasks and tests nothing a clean shutdown
+    would not."""
     for _ in range(tries):
-        pool = wait_for(pools, 60, "the pool processes of the workers to kill", 0.05)
-        claim = wait_for(lambda: claims_held_by(db, list(pool)), 60, "a claim held by a worker to kill", 0.002)[0]
+        pool, claim = wait_for(lambda: claim_held_in(db, pools), 60, "a claim held by a worker to kill", 0)
         kill(claim["holder"], pool)
         if not finished_by_its_holder(db, claim):
             return
     raise AssertionError(f"{tries} kills in a row each came after the work it saw had been stored")
+
+
+def claim_held_in(db, pools: Callable[[], dict[int, str]], watch_s: float = 1.0) -> tuple[dict[int, str], dict] | None:
+    """A claim held by a process of `pools()`, with the pools it was seen among, watched for
+    `watch_s` on one lookup of the pools: a lookup between seeing the claim and the kill took as
+    long as a task, and a lookup made as a killed pool process was being replaced can hold no live
+    one, so the pools are looked up again after each watch."""
+    pool = wait_for(pools, 60, "the pool processes of the workers to kill", 0.05)
+    deadline = time.monotonic() + watch_s
+    while time.monotonic() < deadline:
+        if claims := claims_held_by(db, list(pool)):
+            return pool, claims[0]
+        time.sleep(0.002)
+    return None
 
 
 def claims_held_by(db, pids: list[int]) -> list[dict]:
@@ -207,14 +219,17 @@ def queues_drained(cluster: Cluster, stale: set[bytes]) -> bool:
 
 def start_misconfigured_workers(cluster: Cluster) -> list[str]:
     """A generate worker whose Postgres is a closed port (it takes messages and cannot claim them)
-    and a clean worker whose Redis is a closed port (it never gets anything)."""
+    and a clean worker whose Redis is a closed port (it never gets anything), returned once each is
+    up: the fault is their presence during the run, not the CPU their start takes (a second of it
+    each, a tenth of the short run's on two cores)."""
     closed = free_port()
     names = []
-    for queue, variable, url in (("generate", "DATABASE_URL", f"postgresql://postgres@127.0.0.1:{closed}/kturn"),
-                                 ("clean", "REDIS_URL", f"redis://127.0.0.1:{closed}/0")):
+    for queue, variable, url, up in (("generate", "DATABASE_URL", f"postgresql://postgres@127.0.0.1:{closed}/kturn", "ready."),
+                                     ("clean", "REDIS_URL", f"redis://127.0.0.1:{closed}/0", "Cannot connect to redis")):
         name = f"misconfigured-{queue}"
         cluster._spawn(name, [sys.executable, "-m", "celery", "-A", "orchestrator.app", "worker", "-Q", queue, "-c", "1", "-n", f"{name}@%h",
                               "--without-mingle", "--without-gossip", "-l", "info"], env={**cluster.env, variable: url})
+        wait_for(lambda: up in cluster.log(name), 60, f"the {name} worker")
         names.append(name)
     return names
 
@@ -224,8 +239,8 @@ def test_a_fault_free_run_and_a_run_under_chaos_both_finish_whole(cluster, produ
     wait_for(lambda: run_status(db, calm_run) != "running", 300, "the fault-free run", 0.2)
     assert_whole(cluster, db, calm_run)
 
-    run_id = start_run(cluster)
     misconfigured = start_misconfigured_workers(cluster)
+    run_id = start_run(cluster)
     faults = [
         (1 / 12, lambda: kill_process_group(cluster, db, "generate")),
         (2.5 / 12, lambda: kill_pool_children(cluster, db, "clean")),
