@@ -97,16 +97,21 @@ def kill_pool_children(cluster: Cluster, db, queue: str) -> None:
 
 def kill_in_the_middle_of_work(db, pools: Callable[[], dict[int, str]], kill: Callable[[int, dict[int, str]], None],
                                tries: int = 20) -> None:
-    """`kill` a pool process of `pools()` (or its worker) at an instant it holds a claim, again
-    until a kill left a claim of a dead process behind. Stages here take milliseconds, so a kill at
-    a chosen share of the run often falls between two tasks and tests nothing a clean shutdown
-    would not."""
+    """`kill` a pool process of `pools()` (or its worker) while it holds a claim. Stages here take
+    milliseconds, so a kill aimed at a claim just seen often came after the work had been stored,
+    tested nothing a clean shutdown would not and cost a worker's restart: the holder is stopped
+    (SIGSTOP) first, killed if its claim is still held then, and else let go on."""
     for _ in range(tries):
         pool, claim = wait_for(lambda: claim_held_in(db, pools), 60, "a claim held by a worker to kill", 0)
-        kill(claim["holder"], pool)
-        if not finished_by_its_holder(db, claim):
+        try:
+            os.kill(claim["holder"], signal.SIGSTOP)
+        except ProcessLookupError:  # ended since (a restarted pool's old process): watch again
+            continue
+        if still_held(db, claim):
+            kill(claim["holder"], pool)
             return
-    raise AssertionError(f"{tries} kills in a row each came after the work it saw had been stored")
+        os.kill(claim["holder"], signal.SIGCONT)
+    raise AssertionError(f"{tries} claims in a row were stored before their holder could be stopped")
 
 
 def claim_held_in(db, pools: Callable[[], dict[int, str]], watch_s: float = 1.0) -> tuple[dict[int, str], dict] | None:
@@ -131,12 +136,9 @@ def claims_held_by(db, pids: list[int]) -> list[dict]:
                  working=list(BY_WORKING_STATE), prefixes=prefixes)] if pids else []
 
 
-def finished_by_its_holder(db, claim: dict) -> bool:
-    """The holder stored its work before it was killed: the turn moved past the stage (one caught in
-    the middle is still held there, or was handed back to it; a turn handed back, claimed again and
-    stored before this looks is taken for one that escaped, which costs one kill more)."""
-    state = rows(db, "SELECT state FROM turns WHERE id = :id", id=claim["id"])[0]["state"]
-    return state not in (claim["state"], BY_WORKING_STATE[claim["state"]].waiting.value)
+def still_held(db, claim: dict) -> bool:
+    return bool(rows(db, "SELECT id FROM turns WHERE id = :id AND state = :state AND claimed_by = :holder",
+                     id=claim["id"], state=claim["state"], holder=claim["claimed_by"]))
 
 
 def kill_main_process(cluster: Cluster, queue: str) -> None:
