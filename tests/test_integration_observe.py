@@ -369,8 +369,14 @@ def test_flower_requires_basic_auth_and_serves_metrics(cluster, run_id):
         urllib.request.urlopen(f"{url}/api/workers", timeout=10)
     assert refused.value.code == 401
     authorised = urllib.request.Request(f"{url}/api/workers?refresh=1", headers={"Authorization": "Basic " + base64.b64encode(b"kturn:s3cret").decode()})
-    with urllib.request.urlopen(authorised, timeout=30) as response:
-        assert response.status == 200 and len(json.loads(response.read())) == len(STAGES)  # one worker per stage
+
+    def listed_workers() -> int:
+        """Workers in an authorised refresh (which waits a second for their replies: asked again until every one answered)."""
+        with urllib.request.urlopen(authorised, timeout=30) as response:
+            assert response.status == 200
+            return len(json.loads(response.read()))
+
+    wait_for(lambda: listed_workers() == len(STAGES), 60, "Flower to list one worker per stage")
     cluster.kturn(*run_args(cluster, 1, 1, "--id", "2"), "--wait")  # Flower learns tasks from events
 
     stage_tasks = {"kturn.generate", "kturn.clean", "kturn.evaluate"}
