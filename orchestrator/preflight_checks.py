@@ -143,9 +143,10 @@ def check_on_workers(problems: list[ProblemSpec], settings: EvalSettings, derive
             requests.forget(session, ids)
 
 
-# Times the workers are asked which queues they take, each waiting 2 s for replies: the main process
-# of a worker on a loaded host can answer after one window, and only a check that finds none waits more.
-WORKER_ASKS = 3
+# Times the workers are asked which queues they take, each waiting WORKER_REPLY_S for replies: the
+# main process of a worker on a loaded host can answer after one window, and only a check that finds
+# none waits more.
+WORKER_ASKS, WORKER_REPLY_S = 3, 2.0
 
 
 def _need_evaluate_workers() -> None:
@@ -153,11 +154,11 @@ def _need_evaluate_workers() -> None:
     from orchestrator.stages import EVALUATE, PREFLIGHT_QUEUE
 
     for _ in range(WORKER_ASKS):
-        answers = app.control.inspect(timeout=2.0).active_queues() or {}
+        answers = app.control.inspect(timeout=WORKER_REPLY_S).active_queues() or {}
         if any(queue["name"] == PREFLIGHT_QUEUE for queues in answers.values() for queue in queues):
             return
     raise PreflightUnavailable(f"pre-flight on the evaluate workers needs one running, and no worker taking the `{PREFLIGHT_QUEUE}` "
-                               f"queue (every `-Q {EVALUATE.queue}` worker of this version does) answered in {2 * WORKER_ASKS} s: "
+                               f"queue (every `-Q {EVALUATE.queue}` worker of this version does) answered in {WORKER_ASKS * WORKER_REPLY_S:g} s: "
                                "start them first (kturn run also takes --no-check)")
 
 

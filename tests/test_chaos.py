@@ -9,7 +9,9 @@ retried claims. Then every turn of both runs is delivered once more to every sta
 nothing changes. The time against a fault-free run of the same size is printed."""
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -107,11 +109,14 @@ def kill_in_the_middle_of_work(db, pools: Callable[[], dict[int, str]], kill: Ca
             os.kill(claim["holder"], signal.SIGSTOP)
         except ProcessLookupError:  # ended since (a restarted pool's old process): watch again
             continue
-        if still_held(db, claim):
-            kill(claim["holder"], pool)
-            return
-        os.kill(claim["holder"], signal.SIGCONT)
-    raise AssertionError(f"{tries} claims in a row were stored before their holder could be stopped")
+        try:
+            if still_held(db, claim):
+                kill(claim["holder"], pool)
+                return
+        finally:  # whatever happened, nothing is left stopped (a SIGCONT after the SIGKILL is harmless)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(claim["holder"], signal.SIGCONT)
+    raise AssertionError(f"{tries} claims in a row were stored, or their holders gone, before they could be stopped")
 
 
 def claim_held_in(db, pools: Callable[[], dict[int, str]], watch_s: float = 1.0) -> tuple[dict[int, str], dict] | None:
@@ -137,8 +142,9 @@ def claims_held_by(db, pids: list[int]) -> list[dict]:
 
 
 def still_held(db, claim: dict) -> bool:
-    return bool(rows(db, "SELECT id FROM turns WHERE id = :id AND state = :state AND claimed_by = :holder",
-                     id=claim["id"], state=claim["state"], holder=claim["claimed_by"]))
+    """The claim is still its holder's: the turn neither moved on (stored) nor was claimed again."""
+    return bool(rows(db, "SELECT id FROM turns WHERE id = :id AND state = :state AND claimed_by = :claimed_by",
+                     id=claim["id"], state=claim["state"], claimed_by=claim["claimed_by"]))
 
 
 def kill_main_process(cluster: Cluster, queue: str) -> None:
@@ -171,26 +177,43 @@ def turns_of(db, *run_ids: int) -> list[dict]:
 # A second producer with the workers' settings, started once: a process started per delivery took
 # 1-3 s to import Celery, long enough for the run to move past the turns it was to deliver again.
 PRODUCER = ("import sys\nfrom orchestrator.queues import enqueue_many\nfrom orchestrator.stages import STAGES\n"
+            "print('ready', flush=True)\n"
             "for line in sys.stdin:\n    wanted = [word.split(':') for word in line.split()]\n"
             "    for stage in STAGES:\n        enqueue_many(stage, [int(turn) for name, turn in wanted if name == stage.name])\n"
             "    print(len(wanted), flush=True)\n")
+PRODUCER_ANSWER_S = 120
 
 
 @pytest.fixture(scope="module")
 def producer(cluster):
+    """The producer, once it has imported Celery (before any run: its start-up is not a fault's)."""
     process = subprocess.Popen([sys.executable, "-c", PRODUCER], cwd=ROOT, env=cluster.env, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
-    yield process
-    process.stdin.close()
-    process.wait(timeout=30)
+    try:
+        assert answer_of(process) == "ready"
+        yield process
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def answer_of(producer: subprocess.Popen) -> str:
+    """The producer's next line, within PRODUCER_ANSWER_S (its traceback, if it failed, is in the captured stderr)."""
+    ready, _, _ = select.select([producer.stdout], [], [], PRODUCER_ANSWER_S)
+    assert ready, f"the producer did not answer within {PRODUCER_ANSWER_S} s"
+    return producer.stdout.readline().strip()
 
 
 def deliver(producer: subprocess.Popen, messages: list[tuple[str, int]]) -> None:
     """Enqueue (stage name, turn id) messages from the producer's process."""
     producer.stdin.write(" ".join(f"{name}:{turn_id}" for name, turn_id in messages) + "\n")
     producer.stdin.flush()
-    answer = producer.stdout.readline()
-    assert answer.strip() == str(len(messages)), f"the producer answered {answer!r} (its traceback is in the captured stderr)"
+    answer = answer_of(producer)
+    assert answer == str(len(messages)), f"the producer answered {answer!r}"
 
 
 def deliver_in_flight_again(producer: subprocess.Popen, db, run_id: int) -> None:

@@ -120,7 +120,7 @@ def test_one_thread_keeps_every_lease_of_its_process_and_lets_go_of_each_when_it
         assert [t.name for t in threading.enumerate()].count("lease-keeper") == 1
         assert "lease lost" in caplog.text and f"turn {claims[2].turn_id}" in caplog.text
     # A renewal already under way as the block ended may extend a lease once more, by a lease at most.
-    wait_for(lambda: not leased(claims[0]) and not leased(claims[1]), 10 * lease, "the leases to run out once nobody holds them")
+    wait_for(lambda: not leased(claims[0]) and not leased(claims[1]), 3 * lease, "the leases to run out once nobody holds them")
     for run_id in runs:
         cluster.kturn("cancel", str(run_id))
 

@@ -376,7 +376,7 @@ def test_flower_requires_basic_auth_and_serves_metrics(cluster, run_id):
             assert response.status == 200
             return len(json.loads(response.read()))
 
-    wait_for(lambda: listed_workers() == len(STAGES), 60, "Flower to list one worker per stage")
+    assert wait_for(lambda: (listed := listed_workers()) >= len(STAGES) and listed, 60, "Flower to list a worker per stage") == len(STAGES)
     cluster.kturn(*run_args(cluster, 1, 1, "--id", "2"), "--wait")  # Flower learns tasks from events
 
     stage_tasks = {"kturn.generate", "kturn.clean", "kturn.evaluate"}
