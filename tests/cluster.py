@@ -11,15 +11,15 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import text
 
 from orchestrator.problems import BUNDLED_DIR
-from orchestrator.stages import STAGES
+from orchestrator.stages import BY_WORKING_STATE, STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,6 +169,57 @@ def pool_children(pid: int) -> list[int]:
     """The live processes a worker's main process forked (its pool; a killed one not yet reaped is
     left out)."""
     return [p.pid for p in processes() if p.parent == pid and p.state != "Z"]
+
+
+def kill_in_the_middle_of_work(db, pools: Callable[[], dict[int, str]], kill: Callable[[int, dict[int, str]], None],
+                               tries: int = 20, within_s: float = 60) -> dict:
+    """`kill` a pool process of `pools()` (pid -> its worker's name), or its worker, while it holds
+    a claim (seen within `within_s`), and return that claim (id, state, claimed_by, attempts,
+    holder). Stages take milliseconds, so a kill aimed at a claim just seen often came after the
+    work had been stored, tested nothing a clean shutdown would not and cost a worker's restart:
+    the holder is stopped (SIGSTOP) first, killed if its claim is still held then, and else let go on."""
+    for _ in range(tries):
+        pool, claim = wait_for(lambda: claim_held_in(db, pools), within_s, "a claim held by a worker to kill", 0)
+        try:
+            os.kill(claim["holder"], signal.SIGSTOP)
+        except ProcessLookupError:  # ended since (a restarted pool's old process): watch again
+            continue
+        try:
+            if still_held(db, claim):
+                kill(claim["holder"], pool)
+                return claim
+        finally:  # whatever happened, nothing is left stopped (a SIGCONT after the SIGKILL is harmless)
+            with suppress(ProcessLookupError):
+                os.kill(claim["holder"], signal.SIGCONT)
+    raise AssertionError(f"{tries} claims in a row were stored, or their holders gone, before they could be stopped")
+
+
+def claim_held_in(db, pools: Callable[[], dict[int, str]], watch_s: float = 1.0) -> tuple[dict[int, str], dict] | None:
+    """A claim held by a process of `pools()`, with the pools it was seen among, watched for
+    `watch_s` on one lookup of the pools: a lookup between seeing the claim and the kill took as
+    long as a task, and a lookup made as a killed pool process was being replaced can hold no live
+    one, so the pools are looked up again after each watch."""
+    pool = wait_for(pools, 60, "the pool processes of the workers to kill", 0.05)
+    deadline = time.monotonic() + watch_s
+    while time.monotonic() < deadline:
+        if claims := claims_held_by(db, list(pool)):
+            return pool, claims[0]
+        time.sleep(0.002)
+    return None
+
+
+def claims_held_by(db, pids: list[int]) -> list[dict]:
+    """The claims held by the processes `pids` (a claim records its holder as host:pid:...)."""
+    prefixes = [f"{socket.gethostname()}:{pid}:%" for pid in pids]
+    return [{**claim, "holder": int(claim["claimed_by"].split(":")[1])} for claim in
+            rows(db, "SELECT id, state, claimed_by, attempts FROM turns WHERE state = ANY(:working) AND claimed_by LIKE ANY(:prefixes)",
+                 working=list(BY_WORKING_STATE), prefixes=prefixes)] if pids else []
+
+
+def still_held(db, claim: dict) -> bool:
+    """The claim is still its holder's: the turn neither moved on (stored) nor was claimed again."""
+    return bool(rows(db, "SELECT id FROM turns WHERE id = :id AND state = :state AND claimed_by = :claimed_by",
+                     id=claim["id"], state=claim["state"], claimed_by=claim["claimed_by"]))
 
 
 def stop_group(process: subprocess.Popen, grace_s: float) -> None:

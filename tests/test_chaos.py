@@ -9,22 +9,19 @@ retried claims. Then every turn of both runs is delivered once more to every sta
 nothing changes. The time against a fault-free run of the same size is printed."""
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from orchestrator.stages import BY_WAITING_STATE, BY_WORKING_STATE, STAGES
-from tests.cluster import ROOT, Cluster, free_port, pool_children, rows, wait_for
+from tests.cluster import ROOT, Cluster, free_port, kill_in_the_middle_of_work, pool_children, rows, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -95,56 +92,6 @@ def kill_pool_children(cluster: Cluster, db, queue: str) -> None:
         os.kill(holder, signal.SIGKILL)  # its main process forks another; its task is rejected back to the queue
 
     kill_in_the_middle_of_work(db, lambda: pools_of(cluster, queue), kill)
-
-
-def kill_in_the_middle_of_work(db, pools: Callable[[], dict[int, str]], kill: Callable[[int, dict[int, str]], None],
-                               tries: int = 20) -> None:
-    """`kill` a pool process of `pools()` (or its worker) while it holds a claim. Stages here take
-    milliseconds, so a kill aimed at a claim just seen often came after the work had been stored,
-    tested nothing a clean shutdown would not and cost a worker's restart: the holder is stopped
-    (SIGSTOP) first, killed if its claim is still held then, and else let go on."""
-    for _ in range(tries):
-        pool, claim = wait_for(lambda: claim_held_in(db, pools), 60, "a claim held by a worker to kill", 0)
-        try:
-            os.kill(claim["holder"], signal.SIGSTOP)
-        except ProcessLookupError:  # ended since (a restarted pool's old process): watch again
-            continue
-        try:
-            if still_held(db, claim):
-                kill(claim["holder"], pool)
-                return
-        finally:  # whatever happened, nothing is left stopped (a SIGCONT after the SIGKILL is harmless)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(claim["holder"], signal.SIGCONT)
-    raise AssertionError(f"{tries} claims in a row were stored, or their holders gone, before they could be stopped")
-
-
-def claim_held_in(db, pools: Callable[[], dict[int, str]], watch_s: float = 1.0) -> tuple[dict[int, str], dict] | None:
-    """A claim held by a process of `pools()`, with the pools it was seen among, watched for
-    `watch_s` on one lookup of the pools: a lookup between seeing the claim and the kill took as
-    long as a task, and a lookup made as a killed pool process was being replaced can hold no live
-    one, so the pools are looked up again after each watch."""
-    pool = wait_for(pools, 60, "the pool processes of the workers to kill", 0.05)
-    deadline = time.monotonic() + watch_s
-    while time.monotonic() < deadline:
-        if claims := claims_held_by(db, list(pool)):
-            return pool, claims[0]
-        time.sleep(0.002)
-    return None
-
-
-def claims_held_by(db, pids: list[int]) -> list[dict]:
-    """The claims held by the processes `pids` (a claim records its holder as host:pid:...)."""
-    prefixes = [f"{socket.gethostname()}:{pid}:%" for pid in pids]
-    return [{**claim, "holder": int(claim["claimed_by"].split(":")[1])} for claim in
-            rows(db, "SELECT id, state, claimed_by FROM turns WHERE state = ANY(:working) AND claimed_by LIKE ANY(:prefixes)",
-                 working=list(BY_WORKING_STATE), prefixes=prefixes)] if pids else []
-
-
-def still_held(db, claim: dict) -> bool:
-    """The claim is still its holder's: the turn neither moved on (stored) nor was claimed again."""
-    return bool(rows(db, "SELECT id FROM turns WHERE id = :id AND state = :state AND claimed_by = :claimed_by",
-                     id=claim["id"], state=claim["state"], claimed_by=claim["claimed_by"]))
 
 
 def kill_main_process(cluster: Cluster, queue: str) -> None:
