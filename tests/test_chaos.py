@@ -26,8 +26,8 @@ from tests.cluster import ROOT, Cluster, free_port, kill_in_the_middle_of_work, 
 pytestmark = pytest.mark.integration
 
 # CI runs the short form, long enough (4-8 s fault-free on 2 cores) that every fault lands while the
-# run goes on (the test checks it); KTURN_CHAOS_TRAJECTORIES=1000 measures a run long enough that a fault's fixed
-# costs (the reconciler's grace after the flush, workers' start-up) are not most of it.
+# run goes on (the test checks it); KTURN_CHAOS_TRAJECTORIES=1000 measures a run long enough that a
+# fault's fixed costs (the reconciler's grace after the flush, workers' start-up) are not most of it.
 TRAJECTORIES, TURNS = int(os.environ.get("KTURN_CHAOS_TRAJECTORIES", "150")), 3
 # Two workers per queue, one pool process each, as on a cluster of several hosts: a stage whose
 # worker is killed keeps a consumer while it restarts.

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from orchestrator.problems import BUNDLED_DIR
+from orchestrator.stages import PREFLIGHT_QUEUE, STAGES
 from tests.cluster import http_json, kill_in_the_middle_of_work, pool_children, rows, run_args, started, turns_of, wait_for
 
 pytestmark = pytest.mark.integration
@@ -176,7 +177,7 @@ def _every_stage_succeeded(tasks: list[dict]) -> list[dict] | None:
     return tasks if every_stage and all(t["state"] == "SUCCESS" for t in tasks) else None
 
 
-QUEUES = {"generate", "clean", "build", "evaluate", "preflight"}
+QUEUES = {stage.queue for stage in STAGES} | {PREFLIGHT_QUEUE}
 
 
 def _every_queue_listed(url: str) -> dict[str, set[str]] | None:
