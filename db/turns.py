@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, aliased
 
 from db.session import Executor, dialect_of, driver_rowcount, driver_rows
 from db.models import (FINAL_TURN_STATES, WAITING_TURN_STATES, WORKING_TURN_STATES, Problem, Run, Trajectory, TrajectoryStatus,
-                       Turn, TurnState, in_states, utcnow)
+                       Turn, TurnBuild, TurnState, in_states, utcnow)
 
 
 def db_now(db: Executor) -> datetime:
@@ -43,8 +43,10 @@ class Claim:
 
 
 # What a stage reads of its own turn: returned by the claim itself, so it costs no second read.
+# `has_builds`: the build stage published builds for it (the evaluation reads them only then).
 CLAIMED_COLUMNS = (Turn.attempts, Turn.stage_attempts, Turn.trajectory_id, Turn.turn_index, Turn.raw_response,
-                   Turn.finish_reason, Turn.code, Turn.degenerate, Turn.no_code_reason)
+                   Turn.finish_reason, Turn.code, Turn.degenerate, Turn.no_code_reason,
+                   exists().where(TurnBuild.turn_id == Turn.id).label("has_builds"))
 CLAIMED_NAMES = tuple(column.key for column in CLAIMED_COLUMNS)  # read once: an ORM attribute's name is a lookup
 
 

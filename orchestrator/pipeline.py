@@ -51,6 +51,7 @@ class TurnContext:
     code: str | None
     degenerate: bool | None
     no_code_reason: str | None
+    has_builds: bool  # the build stage published builds for this turn
 
 
 @dataclass
@@ -98,6 +99,7 @@ def load_context(claim: turn_queries.Claim, turn: dict[str, Any], rows: list[dic
         code=turn["code"],
         degenerate=turn["degenerate"],
         no_code_reason=turn["no_code_reason"],
+        has_builds=bool(turn["has_builds"]),
     )
 
 

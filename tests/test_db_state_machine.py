@@ -7,6 +7,7 @@ import time
 import pytest
 from sqlalchemy import select, update
 
+from db import builds
 from db import runs as run_queries
 from db import turns as turn_queries
 from db.migrate import upgrade
@@ -210,3 +211,16 @@ def _wait_for_a_lock_wait(url, timeout_s: float = 30.0) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError("the second end never waited for the first's lock on the run row")
+
+
+@pytest.mark.parametrize("published", [True, False])
+def test_the_evaluate_claim_says_whether_builds_were_published_for_the_turn(url, turn_id, published):
+    """The evaluation reads a turn's builds only when the claim says there are some (most answers
+    have nothing to build ahead, and reading none cost a transaction per evaluation)."""
+    with session_scope(url) as session:
+        session.execute(update(Turn).where(Turn.id == turn_id).values(state=TurnState.built.value))
+        if published:
+            builds.save(session, turn_id, [("key-" + str(turn_id), {"ok": True}, b"module")])
+    with transaction_scope(url) as db:
+        claim, turn, _rows = turn_queries.claim_with_context(db, turn_id, TurnState.built, TurnState.evaluating, "w1", 60)
+    assert claim.attempt == 1 and turn["has_builds"] is published

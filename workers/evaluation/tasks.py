@@ -46,7 +46,8 @@ def evaluate_turn(context: TurnContext) -> Outcome:
         return Outcome(values=no_code_verdict(bool(context.degenerate), context.no_code_reason), reward=0.0)
     config = context.config
     settings = config.evaluation_settings()
-    install_prebuilt(context.turn_id, settings.resolved_extensions_dir())
+    if context.has_builds:
+        install_prebuilt(context.turn_id, settings.resolved_extensions_dir())
     result = evaluate(context.problem.source, context.code, settings)
     if result.error_kind == "reference_error" and not result.details.get("reference_transient"):
         # the problem itself cannot run here: never scored, never blamed on the model, not retried
