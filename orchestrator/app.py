@@ -18,7 +18,7 @@ from kombu import Exchange, Queue
 from orchestrator import broker
 from orchestrator import pinning  # noqa: F401  (connects its signals: a GPU and cores of its own per pool process)
 from orchestrator.settings import get_settings
-from orchestrator.stages import BUILD, EVALUATE, PREFLIGHT_QUEUE, PREFLIGHT_TASK, STAGES
+from orchestrator.stages import EVALUATE, PREFLIGHT_QUEUE, PREFLIGHT_TASK, STAGES
 
 TASK_MODULES = ["workers.generation.tasks", "workers.cleaning.tasks", "workers.building.tasks", "workers.evaluation.tasks"]
 
@@ -101,15 +101,6 @@ def _evaluate_workers_take_preflights(instance=None, **_kwargs) -> None:
     if consumes(instance, EVALUATE.queue):
         queues = instance.app.amqp.queues
         queues.select_add(queues[PREFLIGHT_QUEUE])  # the declared queue, with its own exchange
-
-
-@signals.celeryd_after_setup.connect
-def _build_and_evaluate_workers_import_torch(instance=None, **_kwargs) -> None:
-    """Builds are keyed by torch's version and evaluations compare outputs with torch: imported
-    once before the pool forks, not per child on its first task. Generate and clean workers never
-    need it (a second of start-up, so they are back sooner after a crash)."""
-    if consumes(instance, BUILD.queue) or consumes(instance, EVALUATE.queue):
-        import torch  # noqa: F401
 
 
 @signals.worker_init.connect

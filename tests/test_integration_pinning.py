@@ -33,7 +33,7 @@ def test_only_evaluate_pool_processes_run_on_cores_of_their_own(tmp_path, postgr
     try:
         clean = cluster.start_worker("clean", "-c", "2")
         cleaning = pool_of(cluster, clean)
-        evaluate = cluster.start_worker("evaluate", "-c", "2")  # seconds more (it imports torch): the clean pool has started meanwhile
+        evaluate = cluster.start_worker("evaluate", "-c", "2")
         cores = sorted(os.sched_getaffinity(0))  # the workers inherit the test's
         expected = sorted(cores_for(i, 2, cores) for i in range(2))
         evaluating = pool_of(cluster, evaluate)

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from .settings import EvalSettings
 
-if TYPE_CHECKING:  # imported where used: every worker imports every task module, and only
-    import torch   # evaluate workers compare outputs (they import torch before forking, see app.py)
+if TYPE_CHECKING:  # imported where used, by the first comparison a pool process makes: a worker
+    import torch   # that restarts takes tasks seconds sooner, and most answers never get this far
 
 MAX_EXAMPLES = 3
 
