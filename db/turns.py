@@ -405,22 +405,39 @@ def expired_leases(db: Executor, now: datetime, limit: int | None = None) -> lis
     return [claim for claim, _holder in _working_claims(db, Turn.lease_expires_at < now, limit)]
 
 
-def held_claims(db: Executor, turn_id: int | None = None, holder_prefix: str | None = None) -> list[tuple[Claim, str | None]]:
-    """(claim, holder) of working turns: the one turn `turn_id`, or those whose holder starts with
-    `holder_prefix` (a host's claims). Working turns are as many as the workers' slots."""
-    condition = Turn.id == turn_id if turn_id is not None else Turn.claimed_by.startswith(holder_prefix, autoescape=True)
-    return _working_claims(db, condition)
+HELD_COLUMNS = (Turn.id, Turn.attempts, Turn.state, Turn.stage_attempts, Turn.trajectory_id, Turn.claimed_by)
+
+
+def held_claims(db: Executor, holder_prefix: str) -> list[tuple[Claim, str | None]]:
+    """(claim, holder) of the working turns whose holder starts with `holder_prefix` (a host's
+    claims). Working turns are as many as the workers' slots."""
+    return _working_claims(db, Turn.claimed_by.startswith(holder_prefix, autoescape=True))
+
+
+def held_claim(db: Executor, turn_id: int) -> list[tuple[Claim, str | None]]:
+    """(claim, holder) of the turn if a stage works on it, else nothing: what a delivery that could
+    not claim its turn looks up. That is most of what a duplicate delivery costs, so the statement
+    is compiled once and run on the driver (built each time, it cost twice the claim)."""
+    return [_held_of_row(row) for row in driver_rows(db, _held_by_id(), {"turn_id": turn_id})]
+
+
+@lru_cache(maxsize=1)
+def _held_by_id():
+    return _working(Turn.id == bindparam("turn_id"))
+
+
+def _working(condition):
+    return select(*HELD_COLUMNS).where(in_states(Turn.state, WORKING_TURN_STATES), condition)
+
+
+def _held_of_row(row: dict[str, Any]) -> tuple[Claim, str | None]:
+    claim = Claim(row["id"], row["attempts"], TurnState(row["state"]), row["stage_attempts"], row["trajectory_id"])
+    return claim, row["claimed_by"]
 
 
 def _working_claims(db: Executor, condition, limit: int | None = None) -> list[tuple[Claim, str | None]]:
-    rows = db.execute(
-        select(Turn.id, Turn.attempts, Turn.state, Turn.stage_attempts, Turn.trajectory_id, Turn.claimed_by)
-        .where(in_states(Turn.state, WORKING_TURN_STATES), condition)
-        .order_by(Turn.lease_expires_at)
-        .limit(limit)
-    )
-    return [(Claim(id_, attempts, TurnState(state), stage_attempts, trajectory_id), holder)
-            for id_, attempts, state, stage_attempts, trajectory_id, holder in rows]
+    rows = db.execute(_working(condition).order_by(Turn.lease_expires_at).limit(limit))
+    return [_held_of_row(row._asdict()) for row in rows]
 
 
 def waiting_since(db: Executor, before: datetime, limit: int | None = None) -> list[tuple[int, str]]:

@@ -134,7 +134,7 @@ def run_stage(stage: Stage, turn_id: int, work: Work) -> None:
     claimed = _claim(stage, turn_id, url, settings.lease_seconds)
     if claimed is None:
         with statement_scope(url) as db:
-            held = turn_queries.held_claims(db, turn_id=turn_id)
+            held = turn_queries.held_claim(db, turn_id)
         if not hand_on_from_ended_holders(held):
             log.info("turn %s: not waiting for %s (a duplicate or late delivery); nothing to do", turn_id, stage.name)
         return

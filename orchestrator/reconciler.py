@@ -55,7 +55,7 @@ def reconcile(older_than_s: float = 60.0, limit: int = PASS_LIMIT) -> ReconcileR
         waiting = turn_queries.waiting_since(db, now - timedelta(seconds=older_than_s), limit)
         report.leased = turn_queries.live_leases(db, now, limit)
         report.now = now
-        held_here = turn_queries.held_claims(db, holder_prefix=f"{socket.gethostname()}:")
+        held_here = turn_queries.held_claims(db, f"{socket.gethostname()}:")
     for stage_name, turn_id, outcome in hand_on_from_ended_holders(held_here):
         report.ended_holders.append(turn_id)
         report.handed_on(stage_name, turn_id, outcome)
