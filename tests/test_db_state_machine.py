@@ -218,9 +218,10 @@ def test_the_evaluate_claim_says_whether_builds_were_published_for_the_turn(url,
     """The evaluation reads a turn's builds only when the claim says there are some (most answers
     have nothing to build ahead, and reading none cost a transaction per evaluation)."""
     with session_scope(url) as session:
+        _, [other_turn] = run_queries.create(session, {"test": True}, [PROBLEM], samples=1)
         session.execute(update(Turn).where(Turn.id == turn_id).values(state=TurnState.built.value))
-        if published:
-            builds.save(session, turn_id, [("key-" + str(turn_id), {"ok": True}, b"module")])
+        for turn in [other_turn, turn_id] if published else [other_turn]:  # another turn's builds are not this one's
+            builds.save(session, turn, [(f"key-{turn}", {"ok": True}, b"module")])
     with transaction_scope(url) as db:
         claim, turn, _rows = turn_queries.claim_with_context(db, turn_id, TurnState.built, TurnState.evaluating, "w1", 60)
     assert claim.attempt == 1 and turn["has_builds"] is published

@@ -48,16 +48,18 @@ def loads_torch(pid: int) -> bool:
     return "libtorch" in open(f"/proc/{pid}/maps").read()
 
 
-def test_only_build_and_evaluate_workers_load_torch_and_before_their_pool_forks(finished_run, cluster):
-    """A second of start-up that generate and clean workers never need; restarted after a crash,
-    they are back at work sooner."""
+def test_only_pool_processes_that_compared_outputs_load_torch(finished_run, cluster):
+    """No worker imports torch before it takes tasks (seconds of start-up: a restarted worker is
+    back at work sooner); an evaluate pool process imports it at its first comparison of outputs,
+    which this run's correct and incorrect answers reached. The build stage's parent never needs it."""
     for name, process in cluster.processes.items():
         queue = name.split("-")[0]
         if queue not in ("generate", "clean", "build", "evaluate"):
             continue
         children = pool_children(process.pid)
         assert children, name
-        assert {loads_torch(pid) for pid in [process.pid, *children]} == {queue in ("build", "evaluate")}, name
+        assert not loads_torch(process.pid), name
+        assert {loads_torch(pid) for pid in children} == {queue == "evaluate"}, name
 
 
 def test_every_turn_is_stored_once_and_done(finished_run, db):
